@@ -1,0 +1,1 @@
+"""The ``distil`` command line: thin Typer commands over the library."""

@@ -1,0 +1,59 @@
+"""``distil demo``: build the tiny model, serve it with a real Triton server, classify, stop."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import typer
+
+from distil.cli.console import err, out, quiet_libraries, reports_errors, stage
+from distil.cli.serve_cmd import endpoints_table, predictions_table
+
+SENTENCES = (
+    "A great movie with a moving story and brilliant acting.",
+    "Terrible service, the delivery was late again and the support never answered.",
+    "The plot was boring, the ending too long, and I hated every scene.",
+    "I loved it! The music was beautiful.",
+    "The app works, but the update made it slow.",
+)
+
+
+@reports_errors
+def demo(
+    output: Path | None = typer.Option(None, help="Keep the repository here [default: a temporary folder]."),
+) -> None:
+    """Offline end-to-end demo: tiny DistilBERT -> ONNX -> Triton repository -> served -> classified."""
+    from distil.build.model_source import UNTRAINED_NOTE
+    from distil.build.pipeline import BuildConfig, build_engines
+    from distil.model_repository.client import Classifier, Protocol
+    from distil.model_repository.server import ServerConfig, TritonServer, free_port
+
+    quiet_libraries()
+    with tempfile.TemporaryDirectory(prefix="distil-demo-") as scratch:
+        repository = output or Path(scratch) / "repository"
+        result = build_engines(BuildConfig(model="tiny", output=repository), stage=stage)
+        config = ServerConfig(
+            repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port()
+        )
+        with stage("Starting tritonserver"):
+            server = TritonServer(config).__enter__()
+        try:
+            out.print(endpoints_table(config, server.model_states()))
+            with (
+                Classifier(config.http_url, Protocol.http) as http,
+                Classifier(config.grpc_url, Protocol.grpc) as grpc,
+            ):
+                predictions = http.classify(list(SENTENCES))
+                over_grpc = grpc.classify(list(SENTENCES))
+            title = f"distilbert over HTTP — model {result.source.spec} ({UNTRAINED_NOTE})"
+            out.print(predictions_table(predictions, title=title))
+            same = all(a.label == b.label for a, b in zip(predictions, over_grpc, strict=True))
+            out.print(f"gRPC returned the {'same' if same else 'DIFFERENT'} labels for the same texts.")
+        finally:
+            with stage("Stopping tritonserver"):
+                server.stop()
+    err.print(
+        "The tiny model is untrained: its labels are not meaningful. Build a real one with\n"
+        "  distil build-engines --model distilbert-base-uncased-finetuned-sst-2-english --output ./repository"
+    )

@@ -1,0 +1,121 @@
+"""``distil serve`` and ``distil infer``."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+
+import typer
+from rich.table import Table
+
+from distil.cli.console import err, out, reports_errors, stage
+from distil.errors import ConfigError, ServerError
+from distil.model_repository.client import Classifier, Prediction, Protocol
+from distil.model_repository.server import ServerConfig, TritonServer
+
+
+def endpoints_table(config: ServerConfig, states: dict[str, str]) -> Table:
+    table = Table(title="Triton Inference Server is ready", title_justify="left")
+    table.add_column("endpoint")
+    table.add_column("address")
+    table.add_row("HTTP (KServe v2)", f"http://{config.http_url}")
+    table.add_row("gRPC", config.grpc_url)
+    table.add_row("metrics (Prometheus)", config.metrics_url)
+    table.add_row("models", ", ".join(f"{name} {state}" for name, state in sorted(states.items())))
+    return table
+
+
+@reports_errors
+def serve(
+    repository: Path = typer.Option(
+        ..., "--repository", "-r", help="Model repository written by build-engines."
+    ),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 for all interfaces)."),
+    http_port: int = typer.Option(8000, help="HTTP (KServe v2) port."),
+    grpc_port: int = typer.Option(8001, help="gRPC port."),
+    metrics_port: int = typer.Option(8002, help="Prometheus metrics port."),
+    ready_timeout: float = typer.Option(300.0, help="Seconds to wait for every model to be ready."),
+    log_verbose: int = typer.Option(0, help="tritonserver --log-verbose level."),
+) -> None:
+    """Serve REPOSITORY with the tritonserver bundled in nvidia-pytriton until Ctrl-C or SIGTERM."""
+    config = ServerConfig(
+        repository=repository,
+        host=host,
+        http_port=http_port,
+        grpc_port=grpc_port,
+        metrics_port=metrics_port,
+        ready_timeout_s=ready_timeout,
+        log_verbose=log_verbose,
+    )
+    stop = threading.Event()
+
+    def request_stop(signum: int, _: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    server = TritonServer(config)
+    try:
+        with stage(f"Starting tritonserver on {repository}"):
+            server.start()
+            states = server.wait_until_ready()
+        out.print(endpoints_table(config, states))
+        out.print("Press Ctrl-C to stop.")
+        while not stop.wait(0.5):
+            if not server.is_running():
+                raise ServerError(
+                    f"tritonserver exited unexpectedly. From its log:\n{server.failure_summary()}"
+                )
+        with stage("Stopping tritonserver (in-flight requests finish first)"):
+            server.stop()
+    finally:
+        server.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _default_url(protocol: Protocol) -> str:
+    return "127.0.0.1:8001" if protocol is Protocol.grpc else "127.0.0.1:8000"
+
+
+def predictions_table(predictions: list[Prediction], title: str | None = None) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("text", overflow="fold", max_width=60)
+    table.add_column("label")
+    table.add_column("probabilities")
+    for p in predictions:
+        text = p.text if len(p.text) <= 120 else p.text[:117] + "..."
+        if p.truncated:
+            text += " [dim](truncated)[/]"
+        probabilities = "  ".join(f"{label} {value:.3f}" for label, value in p.probabilities.items())
+        table.add_row(text, p.label, probabilities)
+    return table
+
+
+@reports_errors
+def infer(
+    texts: list[str] = typer.Argument(..., help="Texts to classify; '-' reads one text per line from stdin."),
+    url: str | None = typer.Option(
+        None, help="Server address [default: 127.0.0.1:8000 (http) or :8001 (grpc)]."
+    ),
+    protocol: Protocol = typer.Option(Protocol.http, help="Triton protocol."),
+    model: str = typer.Option("distilbert", help="Model to query."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Classify TEXTS with a running server's distilbert model."""
+    if texts == ["-"]:
+        import sys
+
+        texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+        if not texts:
+            raise ConfigError("stdin held no text to classify.")
+    with Classifier(url or _default_url(protocol), protocol, model=model) as client:
+        predictions = client.classify(texts)
+    if as_json:
+        typer.echo(json.dumps([p.to_dict() for p in predictions], indent=2))
+    else:
+        out.print(predictions_table(predictions))
+        if any(p.truncated for p in predictions):
+            err.print("note: texts marked (truncated) were longer than the model's maximum length.")

@@ -1,0 +1,1 @@
+"""Load testing and capacity: Locust users and shapes, result analysis, capacity to HPA thresholds."""

@@ -1,0 +1,133 @@
+"""Triton Python-backend model ``tokenizer``: raw UTF-8 text in, ``input_ids`` and ``attention_mask`` out.
+
+One ``execute`` call tokenizes the texts of all its requests in a single fast-tokenizer batch call,
+truncated to the model's maximum length and padded to the longest sequence of that batch (not to the
+maximum), so every response of the call has the same sequence length and the classifier can batch
+them together. A request with an empty, blank or non-UTF-8 text fails alone with INVALID_ARG; the
+other requests of the batch are answered. Truncation is not an error: ``TRUNCATED`` reports it.
+
+This file is copied into ``<repository>/tokenizer/1/model.py``; it imports only numpy and tokenizers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+try:
+    import triton_python_backend_utils as pb_utils
+except ImportError:  # imported by unit tests and linters, outside Triton
+    pb_utils = None
+
+TOKENIZER_FILE = "tokenizer.json"
+
+
+class InvalidTextError(ValueError):
+    """A request's text cannot be classified; the message is sent back to the client."""
+
+
+def decode_texts(values: np.ndarray) -> list[str]:
+    """Decode a request's TEXT tensor (bytes objects) into strings, rejecting what cannot be classified."""
+    flat = values.reshape(-1)
+    if flat.size == 0:
+        raise InvalidTextError("TEXT is empty: send at least one text.")
+    texts = []
+    for index, value in enumerate(flat):
+        if isinstance(value, bytes):
+            try:
+                text = value.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InvalidTextError(
+                    f"TEXT[{index}] is not valid UTF-8 (bad byte at offset {exc.start}); "
+                    f"send UTF-8 encoded text."
+                ) from None
+        elif isinstance(value, str):
+            text = value
+        else:
+            raise InvalidTextError(f"TEXT[{index}] has type {type(value).__name__}; send strings (BYTES).")
+        if not text.strip():
+            raise InvalidTextError(f"TEXT[{index}] is empty or whitespace only; send text to classify.")
+        texts.append(text)
+    return texts
+
+
+@dataclass(frozen=True)
+class Batch:
+    input_ids: np.ndarray  # int64 [texts, longest]
+    attention_mask: np.ndarray  # int64 [texts, longest]
+    truncated: np.ndarray  # bool [texts]
+
+
+class TextTokenizer:
+    """A fast (Rust) WordPiece tokenizer configured for one batch call per ``execute``."""
+
+    def __init__(self, tokenizer_file: Path, max_length: int, pad_id: int, pad_token: str) -> None:
+        from tokenizers import Tokenizer
+
+        self.max_length = max_length
+        self._tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        self._tokenizer.enable_truncation(max_length=max_length)
+        self._tokenizer.enable_padding(pad_id=pad_id, pad_token=pad_token)
+
+    def __call__(self, texts: Sequence[str]) -> Batch:
+        encodings = self._tokenizer.encode_batch(list(texts))
+        return Batch(
+            input_ids=np.array([e.ids for e in encodings], dtype=np.int64),
+            attention_mask=np.array([e.attention_mask for e in encodings], dtype=np.int64),
+            truncated=np.array([bool(e.overflowing) for e in encodings], dtype=np.bool_),
+        )
+
+
+def _parameter(config: dict[str, Any], name: str) -> str:
+    try:
+        return str(config["parameters"][name]["string_value"])
+    except KeyError:
+        raise ValueError(
+            f"tokenizer config.pbtxt lacks parameter {name!r}; rebuild the repository."
+        ) from None
+
+
+class TritonPythonModel:
+    """The Triton entry points."""
+
+    def initialize(self, args: dict[str, str]) -> None:
+        config = json.loads(args["model_config"])
+        version_dir = Path(args["model_repository"]) / args["model_version"]
+        self.tokenizer = TextTokenizer(
+            version_dir / TOKENIZER_FILE,
+            max_length=int(_parameter(config, "max_length")),
+            pad_id=int(_parameter(config, "pad_id")),
+            pad_token=_parameter(config, "pad_token"),
+        )
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        responses: list[Any] = [None] * len(requests)
+        texts: list[str] = []
+        spans: list[tuple[int, int, int]] = []
+        for index, request in enumerate(requests):
+            try:
+                decoded = decode_texts(pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy())
+            except InvalidTextError as exc:
+                responses[index] = pb_utils.InferenceResponse(
+                    error=pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG)
+                )
+                continue
+            spans.append((index, len(texts), len(texts) + len(decoded)))
+            texts.extend(decoded)
+
+        if texts:
+            batch = self.tokenizer(texts)
+            for index, start, stop in spans:
+                responses[index] = pb_utils.InferenceResponse(
+                    output_tensors=[
+                        pb_utils.Tensor("input_ids", batch.input_ids[start:stop]),
+                        pb_utils.Tensor("attention_mask", batch.attention_mask[start:stop]),
+                        pb_utils.Tensor("TRUNCATED", batch.truncated[start:stop].reshape(-1, 1)),
+                    ]
+                )
+        return responses

@@ -1,0 +1,141 @@
+"""What the repository writer needs to know: target, batching and threading, from options or YAML."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from distil.errors import ConfigError
+
+ENSEMBLE = "distilbert"
+TOKENIZER = "tokenizer"
+CLASSIFIER = "classifier"
+POSTPROCESS = "postprocess"
+BATCHED_MODELS = (TOKENIZER, CLASSIFIER, POSTPROCESS)
+
+
+class Target(str, Enum):
+    """Where the repository will be served."""
+
+    cpu = "cpu"  # the tritonserver bundled in nvidia-pytriton: ONNX Runtime inside a Python-backend model
+    gpu = "gpu"  # NVIDIA's NGC Triton image: the onnxruntime_onnx backend on the GPU
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    """Dynamic batching and instances of one model."""
+
+    max_batch_size: int = 64
+    preferred_batch_sizes: tuple[int, ...] = ()
+    max_queue_delay_us: int = 1000
+    instance_count: int = 1
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1:
+            raise ConfigError(f"max_batch_size must be at least 1, got {self.max_batch_size}.")
+        if any(size < 1 or size > self.max_batch_size for size in self.preferred_batch_sizes):
+            raise ConfigError(
+                f"preferred_batch_sizes {list(self.preferred_batch_sizes)} must lie in 1..max_batch_size "
+                f"({self.max_batch_size})."
+            )
+        if self.max_queue_delay_us < 0:
+            raise ConfigError(f"max_queue_delay_us must be >= 0, got {self.max_queue_delay_us}.")
+        if self.instance_count < 1:
+            raise ConfigError(f"instance_count must be at least 1, got {self.instance_count}.")
+
+
+def _default_batching() -> dict[str, BatchingConfig]:
+    # CPU defaults measured sensible on 2 cores: the tokenizer and postprocess are cheap and gain
+    # from large batches; the classifier waits up to 2 ms to fill a batch of 8-32.
+    return {
+        TOKENIZER: BatchingConfig(max_batch_size=64, max_queue_delay_us=500),
+        CLASSIFIER: BatchingConfig(
+            max_batch_size=64, preferred_batch_sizes=(8, 16, 32), max_queue_delay_us=2000
+        ),
+        POSTPROCESS: BatchingConfig(max_batch_size=64, max_queue_delay_us=200),
+    }
+
+
+@dataclass(frozen=True)
+class RepositoryConfig:
+    """Everything the writer needs besides the exported model itself."""
+
+    target: Target = Target.cpu
+    batching: dict[str, BatchingConfig] = field(default_factory=_default_batching)
+    intra_op_threads: int = 0  # 0: ONNX Runtime picks (one per core)
+    inter_op_threads: int = 1
+
+    def __post_init__(self) -> None:
+        unknown = set(self.batching) - set(BATCHED_MODELS)
+        if unknown:
+            raise ConfigError(
+                f"batching for unknown model(s) {sorted(unknown)}; known: {list(BATCHED_MODELS)}."
+            )
+        missing = set(BATCHED_MODELS) - set(self.batching)
+        if missing:
+            raise ConfigError(f"batching is missing for {sorted(missing)}.")
+        if self.intra_op_threads < 0 or self.inter_op_threads < 0:
+            raise ConfigError("thread counts must be >= 0 (0 lets ONNX Runtime choose).")
+
+    @property
+    def ensemble_max_batch_size(self) -> int:
+        """The ensemble can take no bigger batch than its smallest composing model."""
+        return min(b.max_batch_size for b in self.batching.values())
+
+    def with_overrides(self, **classifier: Any) -> RepositoryConfig:
+        """Apply command-line overrides (None means not given) to the classifier's batching."""
+        given = {key: value for key, value in classifier.items() if value is not None}
+        if not given:
+            return self
+        batching = dict(self.batching)
+        batching[CLASSIFIER] = replace(batching[CLASSIFIER], **given)
+        return replace(self, batching=batching)
+
+
+def load_yaml(path: Path, target: Target) -> RepositoryConfig:
+    """Read a batching/threading YAML file; models not named keep their defaults.
+
+    Example::
+
+        classifier: {max_batch_size: 32, preferred_batch_sizes: [8, 16], max_queue_delay_us: 3000}
+        tokenizer: {instance_count: 2}
+        intra_op_threads: 2
+    """
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"batching config {path} does not exist.") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"batching config {path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"batching config {path} must be a mapping of model names to settings.")
+
+    batching = _default_batching()
+    threads: dict[str, int] = {}
+    allowed = {f.name for f in fields(BatchingConfig)}
+    for key, value in raw.items():
+        if key in ("intra_op_threads", "inter_op_threads"):
+            threads[key] = _as_int(value, f"{path}: {key}")
+            continue
+        if key not in BATCHED_MODELS:
+            raise ConfigError(f"{path}: unknown key {key!r}; use {list(BATCHED_MODELS)} or *_op_threads.")
+        if not isinstance(value, dict) or set(value) - allowed:
+            raise ConfigError(f"{path}: {key} takes a mapping with keys among {sorted(allowed)}.")
+        settings = dict(value)
+        if "preferred_batch_sizes" in settings:
+            settings["preferred_batch_sizes"] = tuple(settings["preferred_batch_sizes"])
+        try:
+            batching[key] = replace(batching[key], **settings)
+        except TypeError as exc:
+            raise ConfigError(f"{path}: {key}: {exc}") from exc
+    return RepositoryConfig(target=target, batching=batching, **threads)
+
+
+def _as_int(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{where} must be an integer, got {value!r}.")
+    return value

@@ -1,0 +1,174 @@
+"""Triton ``config.pbtxt`` files as data: dict -> ``ModelConfig`` protobuf -> text format.
+
+Nothing here formats pbtxt by hand: ``json_format.ParseDict`` rejects an unknown field or a wrong
+type when the repository is written, not when Triton loads it on a GPU node.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import json_format, text_format
+from tritonclient.grpc import model_config_pb2
+
+from distil.errors import RepositoryError
+from distil.model_repository.config import (
+    CLASSIFIER,
+    ENSEMBLE,
+    POSTPROCESS,
+    TOKENIZER,
+    BatchingConfig,
+    RepositoryConfig,
+    Target,
+)
+
+# The ensemble's public API; clients and load tests use these names.
+TEXT = "TEXT"
+LABEL = "LABEL"
+PROBABILITIES = "PROBABILITIES"
+LOGITS = "LOGITS"
+TRUNCATED = "TRUNCATED"
+
+
+def to_proto(config: dict[str, Any]) -> model_config_pb2.ModelConfig:
+    try:
+        return json_format.ParseDict(config, model_config_pb2.ModelConfig())
+    except json_format.ParseError as exc:
+        raise RepositoryError(f"invalid Triton model config for {config.get('name')!r}: {exc}") from exc
+
+
+def to_text(config: dict[str, Any]) -> str:
+    return text_format.MessageToString(to_proto(config))
+
+
+def parse_text(text: str) -> model_config_pb2.ModelConfig:
+    return text_format.Parse(text, model_config_pb2.ModelConfig())
+
+
+def write(path: Path, config: dict[str, Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(to_text(config), encoding="utf-8")
+    return path
+
+
+def _tensor(name: str, data_type: str, dims: Sequence[int], **extra: Any) -> dict[str, Any]:
+    return {"name": name, "data_type": data_type, "dims": list(dims), **extra}
+
+
+def _dynamic_batching(batching: BatchingConfig) -> dict[str, Any]:
+    section: dict[str, Any] = {"max_queue_delay_microseconds": batching.max_queue_delay_us}
+    if batching.preferred_batch_sizes:
+        section["preferred_batch_size"] = list(batching.preferred_batch_sizes)
+    return section
+
+
+def _instances(batching: BatchingConfig, kind: str) -> list[dict[str, Any]]:
+    return [{"count": batching.instance_count, "kind": kind}]
+
+
+def _parameters(values: dict[str, Any]) -> dict[str, Any]:
+    return {key: {"string_value": str(value)} for key, value in values.items()}
+
+
+def tokenizer_config(
+    config: RepositoryConfig, max_length: int, pad_id: int, pad_token: str
+) -> dict[str, Any]:
+    batching = config.batching[TOKENIZER]
+    return {
+        "name": TOKENIZER,
+        "backend": "python",
+        "max_batch_size": batching.max_batch_size,
+        "input": [_tensor(TEXT, "TYPE_STRING", [1])],
+        "output": [
+            _tensor("input_ids", "TYPE_INT64", [-1]),
+            _tensor("attention_mask", "TYPE_INT64", [-1]),
+            _tensor(TRUNCATED, "TYPE_BOOL", [1]),
+        ],
+        "dynamic_batching": _dynamic_batching(batching),
+        "instance_group": _instances(batching, "KIND_CPU"),
+        "parameters": _parameters({"max_length": max_length, "pad_id": pad_id, "pad_token": pad_token}),
+    }
+
+
+def classifier_config(config: RepositoryConfig, num_labels: int, pad_id: int) -> dict[str, Any]:
+    batching = config.batching[CLASSIFIER]
+    gpu = config.target is Target.gpu
+    model: dict[str, Any] = {
+        "name": CLASSIFIER,
+        "max_batch_size": batching.max_batch_size,
+        # On CPU the Python-backend runner pads the requests of a batch itself, so requests of
+        # different lengths may batch together; the onnxruntime backend needs equal shapes.
+        "input": [
+            _tensor(name, "TYPE_INT64", [-1], **({} if gpu else {"allow_ragged_batch": True}))
+            for name in ("input_ids", "attention_mask")
+        ],
+        "output": [_tensor("logits", "TYPE_FP32", [num_labels])],
+        "dynamic_batching": _dynamic_batching(batching),
+        "instance_group": _instances(batching, "KIND_GPU" if gpu else "KIND_CPU"),
+    }
+    if gpu:
+        model["platform"] = "onnxruntime_onnx"
+        model["default_model_filename"] = "model.onnx"
+        if config.intra_op_threads:
+            model["parameters"] = _parameters({"intra_op_thread_count": config.intra_op_threads})
+    else:
+        model["backend"] = "python"
+        model["parameters"] = _parameters(
+            {
+                "intra_op_threads": config.intra_op_threads,
+                "inter_op_threads": config.inter_op_threads,
+                "pad_id": pad_id,
+            }
+        )
+    return model
+
+
+def postprocess_config(config: RepositoryConfig, labels: Sequence[str]) -> dict[str, Any]:
+    batching = config.batching[POSTPROCESS]
+    return {
+        "name": POSTPROCESS,
+        "backend": "python",
+        "max_batch_size": batching.max_batch_size,
+        "input": [_tensor(LOGITS, "TYPE_FP32", [len(labels)])],
+        "output": [_tensor(LABEL, "TYPE_STRING", [1]), _tensor(PROBABILITIES, "TYPE_FP32", [len(labels)])],
+        "dynamic_batching": _dynamic_batching(batching),
+        "instance_group": _instances(batching, "KIND_CPU"),
+        "parameters": _parameters({"labels": json.dumps(list(labels))}),
+    }
+
+
+def _step(model: str, inputs: dict[str, str], outputs: dict[str, str]) -> dict[str, Any]:
+    return {"model_name": model, "model_version": -1, "input_map": inputs, "output_map": outputs}
+
+
+def ensemble_config(config: RepositoryConfig, num_labels: int) -> dict[str, Any]:
+    return {
+        "name": ENSEMBLE,
+        "platform": "ensemble",
+        "max_batch_size": config.ensemble_max_batch_size,
+        "input": [_tensor(TEXT, "TYPE_STRING", [1])],
+        "output": [
+            _tensor(LABEL, "TYPE_STRING", [1]),
+            _tensor(PROBABILITIES, "TYPE_FP32", [num_labels]),
+            _tensor(LOGITS, "TYPE_FP32", [num_labels]),
+            _tensor(TRUNCATED, "TYPE_BOOL", [1]),
+        ],
+        "ensemble_scheduling": {
+            "step": [
+                _step(
+                    TOKENIZER,
+                    {TEXT: TEXT},
+                    {"input_ids": "input_ids", "attention_mask": "attention_mask", TRUNCATED: TRUNCATED},
+                ),
+                _step(
+                    CLASSIFIER,
+                    {"input_ids": "input_ids", "attention_mask": "attention_mask"},
+                    {"logits": LOGITS},
+                ),
+                _step(POSTPROCESS, {LOGITS: LOGITS}, {LABEL: LABEL, PROBABILITIES: PROBABILITIES}),
+            ]
+        },
+    }

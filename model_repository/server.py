@@ -1,0 +1,292 @@
+"""Run the ``tritonserver`` bundled in the ``nvidia-pytriton`` wheel on a model repository.
+
+The wheel ships tritonserver 2.51 with the Python backend, one backend stub per Python version and
+the shared libraries it needs. As pytriton does, we lay the server out in a private workspace with
+the stub that matches this interpreter, so the Python-backend models run with this environment's
+packages (numpy, tokenizers, onnxruntime).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from distil.errors import ConfigError, ServerError
+
+_FAILED_LINE = re.compile(
+    r"failed to load|UNAVAILABLE|Address already in use|error: creating server", re.IGNORECASE
+)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Where the server listens and how long it may take."""
+
+    repository: Path
+    host: str = "127.0.0.1"
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    ready_timeout_s: float = 300.0
+    exit_timeout_s: int = 10
+    log_verbose: int = 0
+
+    def __post_init__(self) -> None:
+        ports = (self.http_port, self.grpc_port, self.metrics_port)
+        if any(not 0 < port < 65536 for port in ports):
+            raise ConfigError(f"ports must be in 1..65535, got {ports}.")
+        if len(set(ports)) != 3:
+            raise ConfigError(f"HTTP, gRPC and metrics ports must differ, got {ports}.")
+        if self.ready_timeout_s <= 0:
+            raise ConfigError("the readiness timeout must be positive.")
+
+    @property
+    def http_url(self) -> str:
+        return f"{_url_host(self.host)}:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{_url_host(self.host)}:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{_url_host(self.host)}:{self.metrics_port}/metrics"
+
+
+def _url_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "") else host
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port the OS reports free now (for tests and for callers that want any port)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def check_port_free(host: str, port: int, what: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ServerError(
+                    f"{what} port {port} is already in use on {host}; stop what uses it or pass another "
+                    f"--{what.lower()}-port."
+                ) from None
+            raise ServerError(f"cannot bind {what} port {port} on {host}: {exc.strerror}.") from None
+
+
+def triton_distribution() -> Path:
+    """The tritonserver folder inside the installed nvidia-pytriton wheel."""
+    try:
+        import pytriton
+    except ImportError:
+        raise ServerError(
+            "nvidia-pytriton is not installed; it provides tritonserver: pip install nvidia-pytriton"
+        ) from None
+    root = Path(pytriton.__file__).parent / "tritonserver"
+    if not (root / "bin" / "tritonserver").is_file():
+        raise ServerError(f"{root} has no bin/tritonserver; reinstall nvidia-pytriton.")
+    return root
+
+
+def _libraries(distribution: Path) -> Path:
+    return distribution.parent.parent / "nvidia_pytriton.libs"
+
+
+def prepare_workspace(workspace: Path) -> Path:
+    """Copy the server and the backend stub for this Python into ``workspace``; return the binary."""
+    distribution = triton_distribution()
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = distribution / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise ServerError(
+            f"nvidia-pytriton has no Python backend stub for Python {version}; use Python 3.10-3.13."
+        )
+    target = workspace / "tritonserver"
+    shutil.copytree(
+        distribution, target, ignore=shutil.ignore_patterns("python_backend_stubs", "__pycache__")
+    )
+    shutil.copy2(stub, target / "backends" / "python" / "triton_python_backend_stub")
+    return target / "bin" / "tritonserver"
+
+
+def server_environment() -> dict[str, str]:
+    env = dict(os.environ)
+    libraries = [str(_libraries(triton_distribution()))]
+    libdir = sysconfig.get_config_var("LIBDIR")
+    if libdir:  # the stub links libpython of this interpreter
+        libraries.append(str(libdir))
+    if env.get("LD_LIBRARY_PATH"):
+        libraries.append(env["LD_LIBRARY_PATH"])
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(libraries)
+    # The stub embeds Python; these make it see the same interpreter and site-packages as we do.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p and Path(p).is_dir())
+    env.setdefault("TOKENIZERS_PARALLELISM", "true")
+    return env
+
+
+class TritonServer:
+    """A tritonserver process; a context manager that starts it, waits for readiness and stops it."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self._process: subprocess.Popen[bytes] | None = None
+        self._workspace: Path | None = None
+        self.log_file: Path | None = None
+
+    def __enter__(self) -> TritonServer:
+        self.start()
+        try:
+            self.wait_until_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def command(self, binary: Path) -> list[str]:
+        c = self.config
+        return [
+            str(binary),
+            f"--model-repository={c.repository.resolve()}",
+            f"--backend-directory={binary.parent.parent / 'backends'}",
+            f"--cache-directory={binary.parent.parent / 'caches'}",
+            f"--http-address={c.host}",
+            f"--http-port={c.http_port}",
+            f"--grpc-address={c.host}",
+            f"--grpc-port={c.grpc_port}",
+            f"--metrics-address={c.host}",
+            f"--metrics-port={c.metrics_port}",
+            "--allow-metrics=true",
+            "--allow-gpu-metrics=false",
+            "--strict-readiness=true",
+            f"--exit-timeout-secs={c.exit_timeout_s}",
+            f"--log-verbose={c.log_verbose}",
+        ]
+
+    def start(self) -> None:
+        c = self.config
+        if not c.repository.is_dir() or not any(c.repository.glob("*/config.pbtxt")):
+            raise ServerError(
+                f"{c.repository} is not a Triton model repository (no <model>/config.pbtxt); "
+                f"write one with 'distil build-engines --output {c.repository}'."
+            )
+        for what, port in (("HTTP", c.http_port), ("gRPC", c.grpc_port), ("metrics", c.metrics_port)):
+            check_port_free(c.host, port, what)
+        self._workspace = Path(tempfile.mkdtemp(prefix="distil-triton-"))
+        binary = prepare_workspace(self._workspace)
+        self.log_file = self._workspace / "tritonserver.log"
+        with self.log_file.open("wb") as log:
+            self._process = subprocess.Popen(
+                self.command(binary),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=server_environment(),
+                start_new_session=True,  # Ctrl-C reaches us, and we stop the server in order
+            )
+
+    def log_text(self) -> str:
+        if self.log_file is None or not self.log_file.exists():
+            return ""
+        return self.log_file.read_text(encoding="utf-8", errors="replace")
+
+    def failure_summary(self) -> str:
+        """The lines of Triton's log that say why models or the server failed."""
+        lines = self.log_text().splitlines()
+        failed = [line.strip() for line in lines if _FAILED_LINE.search(line)]
+        chosen = failed or lines[-30:]
+        return "\n".join(chosen[:40])
+
+    def _get(self, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
+        request = urllib.request.Request(f"http://{self.config.http_url}{path}")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return int(response.status), bytes(response.read())
+        except urllib.error.HTTPError as exc:
+            return int(exc.code), exc.read()
+
+    def model_states(self) -> dict[str, str]:
+        request = urllib.request.Request(
+            f"http://{self.config.http_url}/v2/repository/index", data=b"{}", method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            index = json.loads(response.read())
+        return {f"{m['name']}": m.get("state", "UNKNOWN") for m in index}
+
+    def wait_until_ready(self) -> dict[str, str]:
+        """Block until the server and every model are ready; raise ServerError with Triton's reasons."""
+        deadline = time.monotonic() + self.config.ready_timeout_s
+        while time.monotonic() < deadline:
+            if self._process is None or self._process.poll() is not None:
+                code = None if self._process is None else self._process.returncode
+                raise ServerError(
+                    f"tritonserver exited (code {code}) before it was ready. "
+                    f"From its log:\n{self.failure_summary()}"
+                )
+            try:
+                status, _ = self._get("/v2/health/ready")
+                if status == 200:
+                    states = self.model_states()
+                    if states and all(state == "READY" for state in states.values()):
+                        return states
+            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+                pass
+            time.sleep(0.25)
+        summary = self.failure_summary()
+        raise ServerError(
+            f"tritonserver was not ready within {self.config.ready_timeout_s:.0f}s. From its log:\n{summary}"
+        )
+
+    def is_running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def wait(self) -> int:
+        """Wait for the server to exit by itself; return its exit code."""
+        if self._process is None:
+            return 0
+        return self._process.wait()
+
+    def stop(self) -> int | None:
+        """SIGTERM, wait for Triton's own graceful exit (in-flight requests finish), then SIGKILL."""
+        process, self._process = self._process, None
+        code = None
+        if process is not None:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=self.config.exit_timeout_s + 15)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
+            code = process.returncode
+        if self._workspace is not None:
+            shutil.rmtree(self._workspace, ignore_errors=True)
+            self._workspace = None
+        return code

@@ -1,0 +1,123 @@
+"""Write a servable Triton model repository from an exported model.
+
+Layout (``<repository>`` is the folder given to ``tritonserver --model-repository``)::
+
+    distil.json                     build metadata: source, labels, versions, checksums
+    tokenizer/config.pbtxt          Python backend
+    tokenizer/1/model.py            copied from distil/model_repository/backends/tokenizer.py
+    tokenizer/1/tokenizer.json      the checkpoint's fast tokenizer (+ its config files)
+    classifier/config.pbtxt         Python backend + ONNX Runtime (cpu) or onnxruntime_onnx (gpu)
+    classifier/1/model.onnx
+    classifier/1/model.py           cpu target only
+    postprocess/config.pbtxt        Python backend
+    postprocess/1/model.py
+    distilbert/config.pbtxt         the ensemble: TEXT in; LABEL, PROBABILITIES, LOGITS, TRUNCATED out
+    distilbert/1/                   (empty: Triton wants a version folder for ensembles too)
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from distil.build.metadata import METADATA_FILE
+from distil.errors import RepositoryError
+from distil.model_repository import pbtxt
+from distil.model_repository.backends import onnx_classifier, postprocess, tokenizer
+from distil.model_repository.config import (
+    CLASSIFIER,
+    ENSEMBLE,
+    POSTPROCESS,
+    TOKENIZER,
+    RepositoryConfig,
+    Target,
+)
+
+MODELS = (TOKENIZER, CLASSIFIER, POSTPROCESS, ENSEMBLE)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+
+
+@dataclass(frozen=True)
+class ModelInterface:
+    """What the writer needs to know about the exported model."""
+
+    onnx_file: Path
+    tokenizer_dir: Path  # holds tokenizer.json, written by the tokenizer's save_pretrained()
+    labels: tuple[str, ...]
+    max_length: int
+    pad_id: int
+    pad_token: str
+
+    def __post_init__(self) -> None:
+        if not self.labels:
+            raise RepositoryError("the model has no labels (id2label is empty).")
+        if not (self.tokenizer_dir / tokenizer.TOKENIZER_FILE).is_file():
+            raise RepositoryError(
+                f"{self.tokenizer_dir} has no {tokenizer.TOKENIZER_FILE} (a fast tokenizer)."
+            )
+
+
+def prepare_output(root: Path) -> None:
+    """Refuse to write over a folder that is not a distil repository; clear the models of one that is."""
+    if root.exists() and not root.is_dir():
+        raise RepositoryError(f"--output {root} is a file; give a folder for the model repository.")
+    if root.is_dir() and any(root.iterdir()):
+        if not (root / METADATA_FILE).is_file():
+            raise RepositoryError(
+                f"--output {root} is not empty and was not written by distil; choose an empty or new folder "
+                f"so nothing in it is overwritten."
+            )
+        for name in MODELS:
+            shutil.rmtree(root / name, ignore_errors=True)
+        (root / METADATA_FILE).unlink()
+    root.mkdir(parents=True, exist_ok=True)
+
+
+def _copy_backend(module_file: str | None, destination: Path) -> None:
+    if module_file is None:
+        raise RepositoryError("backend source file not found in the installed package.")
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(module_file, destination)
+
+
+def write_repository(root: Path, model: ModelInterface, config: RepositoryConfig) -> list[Path]:
+    """Write the four models under ``root`` (prepared with :func:`prepare_output`); return the files."""
+    num_labels = len(model.labels)
+
+    # tokenizer
+    tokenizer_version = root / TOKENIZER / "1"
+    tokenizer_version.mkdir(parents=True, exist_ok=True)
+    for name in TOKENIZER_FILES:
+        if (model.tokenizer_dir / name).is_file():
+            shutil.copyfile(model.tokenizer_dir / name, tokenizer_version / name)
+    _copy_backend(tokenizer.__file__, tokenizer_version / "model.py")
+    pbtxt.write(
+        root / TOKENIZER / "config.pbtxt",
+        pbtxt.tokenizer_config(config, model.max_length, model.pad_id, model.pad_token),
+    )
+
+    # classifier
+    classifier_version = root / CLASSIFIER / "1"
+    classifier_version.mkdir(parents=True, exist_ok=True)
+    if model.onnx_file.resolve() != (classifier_version / onnx_classifier.MODEL_FILE).resolve():
+        shutil.copyfile(model.onnx_file, classifier_version / onnx_classifier.MODEL_FILE)
+    if config.target is Target.cpu:
+        _copy_backend(onnx_classifier.__file__, classifier_version / "model.py")
+    pbtxt.write(root / CLASSIFIER / "config.pbtxt", pbtxt.classifier_config(config, num_labels, model.pad_id))
+
+    # postprocess
+    _copy_backend(postprocess.__file__, root / POSTPROCESS / "1" / "model.py")
+    pbtxt.write(root / POSTPROCESS / "config.pbtxt", pbtxt.postprocess_config(config, model.labels))
+
+    # ensemble
+    (root / ENSEMBLE / "1").mkdir(parents=True, exist_ok=True)
+    pbtxt.write(root / ENSEMBLE / "config.pbtxt", pbtxt.ensemble_config(config, num_labels))
+
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+def model_names(root: Path) -> Sequence[str]:
+    """The models a repository folder holds (sub-folders with a config.pbtxt)."""
+    return sorted(p.parent.name for p in root.glob("*/config.pbtxt"))

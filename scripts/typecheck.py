@@ -1,0 +1,42 @@
+"""Run mypy on the ``distil`` package as it installs, straight from the source folders.
+
+The stages live in top-level folders (build/, cli/, ...) that install as ``distil.build``,
+``distil.cli``, ... via setuptools' package-dir; mypy cannot follow the editable-install import
+hook, so this lays out the same mapping as symlinks under .setuptools-build/typecheck and checks it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tomllib
+from pathlib import Path
+
+from mypy import api
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main() -> int:
+    mapping = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    tree = ROOT / ".setuptools-build" / "typecheck"
+    shutil.rmtree(tree, ignore_errors=True)
+    for package, folder in sorted(mapping.items()):
+        link = tree.joinpath(*package.split("."))
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if package == "distil":
+            link.mkdir(exist_ok=True)
+            for item in (ROOT / folder).iterdir():
+                (link / item.name).symlink_to(item)
+        else:
+            link.symlink_to(ROOT / folder, target_is_directory=True)
+    os.environ["MYPYPATH"] = str(tree)
+    stdout, stderr, status = api.run(["--config-file", str(ROOT / "pyproject.toml"), "-p", "distil"] + sys.argv[1:])
+    sys.stdout.write(stdout.replace(f"{tree.relative_to(ROOT)}/", ""))
+    sys.stderr.write(stderr)
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
