@@ -272,9 +272,7 @@ def resolve(spec: str, work_dir: Path, revision: str | None = None) -> ModelSour
     """Turn ``--model`` into a local checkpoint directory, downloading from the hub if needed."""
     if spec == TINY:
         checkpoint = make_tiny_checkpoint(work_dir / "tiny-checkpoint")
-        return ModelSource(
-            spec, checkpoint, "tiny", f"sha256:{checkpoint_digest(checkpoint)}", untrained=True
-        )
+        return ModelSource(spec, checkpoint, "tiny", f"sha256:{checkpoint_digest(checkpoint)}", untrained=True)
 
     path = Path(spec).expanduser()
     if path.exists() or spec.startswith((".", "/", "~")):
@@ -305,9 +303,7 @@ def _local(spec: str, path: Path) -> ModelSource:
             f"(model_type 'distilbert')."
         )
     untrained = (path / "DISTIL_TINY").exists()
-    return ModelSource(
-        spec, path.resolve(), "local", f"sha256:{checkpoint_digest(path)}", untrained=untrained
-    )
+    return ModelSource(spec, path.resolve(), "local", f"sha256:{checkpoint_digest(path)}", untrained=untrained)
 
 
 def _hub(spec: str, revision: str | None) -> ModelSource:

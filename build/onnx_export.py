@@ -96,9 +96,7 @@ def _logits_module(model: PreTrainedModel) -> Any:
 @contextlib.contextmanager
 def _quiet_exporter() -> Iterator[None]:
     """The dynamo exporter logs every stage and warns about optional torchvision ops; keep stderr clean."""
-    loggers = [
-        logging.getLogger(name) for name in ("torch.onnx", "torch._dynamo", "torch.export", "onnxscript")
-    ]
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch._dynamo", "torch.export", "onnxscript")]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.ERROR)
@@ -158,9 +156,7 @@ def _check_interface(graph_model: Any, path: Path) -> None:
             raise OnnxExportError(f"{path}: expected an int64 input {name!r}, found {sorted(inputs)}.")
         dims = [d.dim_param or d.dim_value for d in inputs[name].shape.dim]
         if len(dims) != 2 or not all(isinstance(d, str) for d in dims):
-            raise OnnxExportError(
-                f"{path}: input {name!r} should have dynamic batch and sequence axes, has {dims}."
-            )
+            raise OnnxExportError(f"{path}: input {name!r} should have dynamic batch and sequence axes, has {dims}.")
     if outputs != [OUTPUT_NAME]:
         raise OnnxExportError(f"{path}: expected the single output {OUTPUT_NAME!r}, found {outputs}.")
 
@@ -196,9 +192,7 @@ def check_parity(
         sequence = min(sequence, max_length)
         ids, mask, padded = parity_inputs(batch, sequence, vocab_size, pad_id, rng)
         with torch.inference_mode():
-            expected = model(
-                input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)
-            ).logits.numpy()
+            expected = model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).logits.numpy()
         actual = session.run([OUTPUT_NAME], {"input_ids": ids, "attention_mask": mask})[0]
         if actual.shape != expected.shape:
             raise OutputMismatchError(

@@ -36,9 +36,7 @@ class BuildConfig:
         if not self.model.strip():
             raise ConfigError("--model is empty; give a hub id, a checkpoint directory or 'tiny'.")
         if self.max_length is not None and self.max_length < 2:
-            raise ConfigError(
-                f"--max-length must be at least 2 (room for [CLS] and [SEP]), got {self.max_length}."
-            )
+            raise ConfigError(f"--max-length must be at least 2 (room for [CLS] and [SEP]), got {self.max_length}.")
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,7 @@ def _size(path: Path) -> str:
 
 @reports_errors
 def build_engines(
-    output: Path = typer.Option(
-        ..., "--output", "-o", help="Folder for the Triton model repository (new or empty)."
-    ),
+    output: Path = typer.Option(..., "--output", "-o", help="Folder for the Triton model repository (new or empty)."),
     model: str = typer.Option(
         DEFAULT_MODEL,
         "--model",
@@ -37,22 +35,16 @@ def build_engines(
         Target.cpu, help="cpu: serve with the bundled tritonserver; gpu: NGC Triton image (onnxruntime_onnx)."
     ),
     revision: str | None = typer.Option(None, help="Hub revision (branch, tag or commit) to download."),
-    max_length: int | None = typer.Option(
-        None, help="Truncate texts to this many tokens [default: the model's]."
-    ),
+    max_length: int | None = typer.Option(None, help="Truncate texts to this many tokens [default: the model's]."),
     opset: int = typer.Option(18, help="ONNX opset (17 or newer)."),
     atol: float = typer.Option(1e-4, help="Largest |ONNX - PyTorch| logit difference the build accepts."),
     batching_config: Path | None = typer.Option(
         None, "--batching-config", help="YAML with dynamic batching and instances per model (see README)."
     ),
     max_batch_size: int | None = typer.Option(None, help="Classifier max batch size [default: 64]."),
-    max_queue_delay_us: int | None = typer.Option(
-        None, help="Classifier dynamic batcher delay [default: 2000]."
-    ),
+    max_queue_delay_us: int | None = typer.Option(None, help="Classifier dynamic batcher delay [default: 2000]."),
     instances: int | None = typer.Option(None, help="Classifier instance count [default: 1]."),
-    intra_op_threads: int | None = typer.Option(
-        None, help="ONNX Runtime threads per instance [default: 0 = auto]."
-    ),
+    intra_op_threads: int | None = typer.Option(None, help="ONNX Runtime threads per instance [default: 0 = auto]."),
 ) -> None:
     """Export MODEL to ONNX, check it against PyTorch, and write a Triton model repository to OUTPUT."""
     from dataclasses import replace
@@ -85,9 +77,7 @@ def build_engines(
     out.print(table)
     out.print(f"model:   {result.source.description}")
     out.print(f"labels:  {', '.join(result.labels)}   max length: {result.max_length} tokens")
-    out.print(
-        f"parity:  max |ONNX - PyTorch| = {result.parity.max_abs_diff:.2e} (tolerance {result.parity.atol:g})"
-    )
+    out.print(f"parity:  max |ONNX - PyTorch| = {result.parity.max_abs_diff:.2e} (tolerance {result.parity.atol:g})")
     if target is Target.cpu:
         out.print(f"next:    distil serve --repository {result.repository}")
     else:

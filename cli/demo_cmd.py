@@ -33,9 +33,7 @@ def demo(
     with tempfile.TemporaryDirectory(prefix="distil-demo-") as scratch:
         repository = output or Path(scratch) / "repository"
         result = build_engines(BuildConfig(model="tiny", output=repository), stage=stage)
-        config = ServerConfig(
-            repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port()
-        )
+        config = ServerConfig(repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port())
         with stage("Starting tritonserver"):
             server = TritonServer(config).__enter__()
         try:

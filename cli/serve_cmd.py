@@ -30,9 +30,7 @@ def endpoints_table(config: ServerConfig, states: dict[str, str]) -> Table:
 
 @reports_errors
 def serve(
-    repository: Path = typer.Option(
-        ..., "--repository", "-r", help="Model repository written by build-engines."
-    ),
+    repository: Path = typer.Option(..., "--repository", "-r", help="Model repository written by build-engines."),
     host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 for all interfaces)."),
     http_port: int = typer.Option(8000, help="HTTP (KServe v2) port."),
     grpc_port: int = typer.Option(8001, help="gRPC port."),
@@ -65,9 +63,7 @@ def serve(
         out.print("Press Ctrl-C to stop.")
         while not stop.wait(0.5):
             if not server.is_running():
-                raise ServerError(
-                    f"tritonserver exited unexpectedly. From its log:\n{server.failure_summary()}"
-                )
+                raise ServerError(f"tritonserver exited unexpectedly. From its log:\n{server.failure_summary()}")
         with stage("Stopping tritonserver (in-flight requests finish first)"):
             server.stop()
     finally:
@@ -97,9 +93,7 @@ def predictions_table(predictions: list[Prediction], title: str | None = None) -
 @reports_errors
 def infer(
     texts: list[str] = typer.Argument(..., help="Texts to classify; '-' reads one text per line from stdin."),
-    url: str | None = typer.Option(
-        None, help="Server address [default: 127.0.0.1:8000 (http) or :8001 (grpc)]."
-    ),
+    url: str | None = typer.Option(None, help="Server address [default: 127.0.0.1:8000 (http) or :8001 (grpc)]."),
     protocol: Protocol = typer.Option(Protocol.http, help="Triton protocol."),
     model: str = typer.Option("distilbert", help="Model to query."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),

@@ -56,9 +56,7 @@ def _strip_scheme(url: str) -> str:
 class Classifier:
     """A client for the public ``distilbert`` model."""
 
-    def __init__(
-        self, url: str, protocol: Protocol = Protocol.http, model: str = ENSEMBLE, timeout_s: float = 60.0
-    ):
+    def __init__(self, url: str, protocol: Protocol = Protocol.http, model: str = ENSEMBLE, timeout_s: float = 60.0):
         self.protocol = protocol
         self.model = model
         self._module = _client_module(protocol)
@@ -90,9 +88,7 @@ class Classifier:
             try:
                 config = self._client.get_model_config(POSTPROCESS)
             except Exception as exc:
-                raise InferenceError(
-                    f"cannot read the label names from {self._url}: {_message(exc)}"
-                ) from exc
+                raise InferenceError(f"cannot read the label names from {self._url}: {_message(exc)}") from exc
             if self.protocol is Protocol.grpc:
                 raw = config.config.parameters["labels"].string_value
             else:
@@ -105,20 +101,14 @@ class Classifier:
         values = np.array([[t.encode("utf-8") if isinstance(t, str) else t] for t in texts], dtype=np.object_)
         infer_input = self._module.InferInput(TEXT, list(values.shape), "BYTES")
         infer_input.set_data_from_numpy(values)
-        outputs = [
-            self._module.InferRequestedOutput(name) for name in (LABEL, PROBABILITIES, LOGITS, TRUNCATED)
-        ]
+        outputs = [self._module.InferRequestedOutput(name) for name in (LABEL, PROBABILITIES, LOGITS, TRUNCATED)]
         try:
             if self.protocol is Protocol.grpc:
-                result = self._client.infer(
-                    self.model, [infer_input], outputs=outputs, client_timeout=self._timeout_s
-                )
+                result = self._client.infer(self.model, [infer_input], outputs=outputs, client_timeout=self._timeout_s)
             else:
                 result = self._client.infer(self.model, [infer_input], outputs=outputs)
         except Exception as exc:
-            raise InferenceError(
-                f"inference on {self.model!r} at {self._url} failed: {_message(exc)}"
-            ) from exc
+            raise InferenceError(f"inference on {self.model!r} at {self._url} failed: {_message(exc)}") from exc
         return {name: result.as_numpy(name) for name in (LABEL, PROBABILITIES, LOGITS, TRUNCATED)}
 
     def classify(self, texts: Sequence[str]) -> list[Prediction]:

@@ -53,9 +53,7 @@ def _default_batching() -> dict[str, BatchingConfig]:
     # from large batches; the classifier waits up to 2 ms to fill a batch of 8-32.
     return {
         TOKENIZER: BatchingConfig(max_batch_size=64, max_queue_delay_us=500),
-        CLASSIFIER: BatchingConfig(
-            max_batch_size=64, preferred_batch_sizes=(8, 16, 32), max_queue_delay_us=2000
-        ),
+        CLASSIFIER: BatchingConfig(max_batch_size=64, preferred_batch_sizes=(8, 16, 32), max_queue_delay_us=2000),
         POSTPROCESS: BatchingConfig(max_batch_size=64, max_queue_delay_us=200),
     }
 
@@ -72,9 +70,7 @@ class RepositoryConfig:
     def __post_init__(self) -> None:
         unknown = set(self.batching) - set(BATCHED_MODELS)
         if unknown:
-            raise ConfigError(
-                f"batching for unknown model(s) {sorted(unknown)}; known: {list(BATCHED_MODELS)}."
-            )
+            raise ConfigError(f"batching for unknown model(s) {sorted(unknown)}; known: {list(BATCHED_MODELS)}.")
         missing = set(BATCHED_MODELS) - set(self.batching)
         if missing:
             raise ConfigError(f"batching is missing for {sorted(missing)}.")
@@ -92,7 +88,13 @@ class RepositoryConfig:
         if not given:
             return self
         batching = dict(self.batching)
-        batching[CLASSIFIER] = replace(batching[CLASSIFIER], **given)
+        current = batching[CLASSIFIER]
+        if "max_batch_size" in given and "preferred_batch_sizes" not in given:
+            # A smaller max batch drops the default preferred sizes above it rather than failing.
+            given["preferred_batch_sizes"] = tuple(
+                size for size in current.preferred_batch_sizes if size <= given["max_batch_size"]
+            )
+        batching[CLASSIFIER] = replace(current, **given)
         return replace(self, batching=batching)
 
 

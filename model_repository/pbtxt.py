@@ -73,9 +73,7 @@ def _parameters(values: dict[str, Any]) -> dict[str, Any]:
     return {key: {"string_value": str(value)} for key, value in values.items()}
 
 
-def tokenizer_config(
-    config: RepositoryConfig, max_length: int, pad_id: int, pad_token: str
-) -> dict[str, Any]:
+def tokenizer_config(config: RepositoryConfig, max_length: int, pad_id: int, pad_token: str) -> dict[str, Any]:
     batching = config.batching[TOKENIZER]
     return {
         "name": TOKENIZER,

@@ -28,9 +28,7 @@ from types import TracebackType
 
 from distil.errors import ConfigError, ServerError
 
-_FAILED_LINE = re.compile(
-    r"failed to load|UNAVAILABLE|Address already in use|error: creating server", re.IGNORECASE
-)
+_FAILED_LINE = re.compile(r"failed to load|UNAVAILABLE|Address already in use|error: creating server", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -81,6 +79,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def check_port_free(host: str, port: int, what: str) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As servers do: connections of a stopped server in TIME_WAIT do not make the port busy.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as exc:
@@ -116,13 +116,9 @@ def prepare_workspace(workspace: Path) -> Path:
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     stub = distribution / "python_backend_stubs" / version / "triton_python_backend_stub"
     if not stub.is_file():
-        raise ServerError(
-            f"nvidia-pytriton has no Python backend stub for Python {version}; use Python 3.10-3.13."
-        )
+        raise ServerError(f"nvidia-pytriton has no Python backend stub for Python {version}; use Python 3.10-3.13.")
     target = workspace / "tritonserver"
-    shutil.copytree(
-        distribution, target, ignore=shutil.ignore_patterns("python_backend_stubs", "__pycache__")
-    )
+    shutil.copytree(distribution, target, ignore=shutil.ignore_patterns("python_backend_stubs", "__pycache__"))
     shutil.copy2(stub, target / "backends" / "python" / "triton_python_backend_stub")
     return target / "bin" / "tritonserver"
 
@@ -247,8 +243,7 @@ class TritonServer:
             if self._process is None or self._process.poll() is not None:
                 code = None if self._process is None else self._process.returncode
                 raise ServerError(
-                    f"tritonserver exited (code {code}) before it was ready. "
-                    f"From its log:\n{self.failure_summary()}"
+                    f"tritonserver exited (code {code}) before it was ready. From its log:\n{self.failure_summary()}"
                 )
             try:
                 status, _ = self._get("/v2/health/ready")

@@ -54,9 +54,7 @@ class ModelInterface:
         if not self.labels:
             raise RepositoryError("the model has no labels (id2label is empty).")
         if not (self.tokenizer_dir / tokenizer.TOKENIZER_FILE).is_file():
-            raise RepositoryError(
-                f"{self.tokenizer_dir} has no {tokenizer.TOKENIZER_FILE} (a fast tokenizer)."
-            )
+            raise RepositoryError(f"{self.tokenizer_dir} has no {tokenizer.TOKENIZER_FILE} (a fast tokenizer).")
 
 
 def prepare_output(root: Path) -> None:

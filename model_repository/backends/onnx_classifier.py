@@ -51,9 +51,7 @@ class OnnxClassifier:
         self.pad_id = pad_id
         self.session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
 
-    def __call__(
-        self, input_ids: Sequence[np.ndarray], attention_mask: Sequence[np.ndarray]
-    ) -> list[np.ndarray]:
+    def __call__(self, input_ids: Sequence[np.ndarray], attention_mask: Sequence[np.ndarray]) -> list[np.ndarray]:
         ids = pad_and_stack(input_ids, self.pad_id)
         mask = pad_and_stack(attention_mask, 0)
         logits = self.session.run(["logits"], {"input_ids": ids, "attention_mask": mask})[0]
@@ -96,7 +94,5 @@ class TritonPythonModel:
         if good:
             logits = self.classifier([ids[i] for i in good], [mask[i] for i in good])
             for index, values in zip(good, logits, strict=True):
-                responses[index] = pb_utils.InferenceResponse(
-                    output_tensors=[pb_utils.Tensor("logits", values)]
-                )
+                responses[index] = pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("logits", values)])
         return responses

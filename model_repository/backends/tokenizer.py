@@ -43,8 +43,7 @@ def decode_texts(values: np.ndarray) -> list[str]:
                 text = value.decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise InvalidTextError(
-                    f"TEXT[{index}] is not valid UTF-8 (bad byte at offset {exc.start}); "
-                    f"send UTF-8 encoded text."
+                    f"TEXT[{index}] is not valid UTF-8 (bad byte at offset {exc.start}); send UTF-8 encoded text."
                 ) from None
         elif isinstance(value, str):
             text = value
@@ -87,9 +86,7 @@ def _parameter(config: dict[str, Any], name: str) -> str:
     try:
         return str(config["parameters"][name]["string_value"])
     except KeyError:
-        raise ValueError(
-            f"tokenizer config.pbtxt lacks parameter {name!r}; rebuild the repository."
-        ) from None
+        raise ValueError(f"tokenizer config.pbtxt lacks parameter {name!r}; rebuild the repository.") from None
 
 
 class TritonPythonModel:

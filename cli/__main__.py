@@ -1,0 +1,5 @@
+"""``python -m distil.cli``."""
+
+from distil.cli.app import main
+
+main()

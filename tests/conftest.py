@@ -1,0 +1,67 @@
+"""Shared fixtures: repositories built once per session from locally made checkpoints."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the hub unless a test says so
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def build_repository(model: str, output: Path, **repository_overrides: object):
+    from dataclasses import replace
+
+    from distil.build.pipeline import BuildConfig, build_engines
+    from distil.model_repository.config import RepositoryConfig
+
+    repository = replace(RepositoryConfig(), **repository_overrides) if repository_overrides else RepositoryConfig()
+    return build_engines(BuildConfig(model=model, output=output, repository=repository))
+
+
+@dataclass
+class Reference:
+    """The same ONNX model run in-process with the checkpoint's tokenizer (transformers), no Triton."""
+
+    repository: Path
+
+    def __post_init__(self) -> None:
+        import json
+
+        import onnxruntime as ort
+        from transformers import AutoTokenizer
+
+        meta = json.loads((self.repository / "distil.json").read_text())
+        self.max_length = int(meta["max_sequence_length"])
+        self.labels = list(meta["labels"])
+        self.tokenizer = AutoTokenizer.from_pretrained(self.repository / "tokenizer" / "1")
+        self.session = ort.InferenceSession(
+            str(self.repository / "classifier" / "1" / "model.onnx"), providers=["CPUExecutionProvider"]
+        )
+
+    def logits(self, texts: Sequence[str]) -> np.ndarray:
+        encoded = self.tokenizer(
+            list(texts), truncation=True, max_length=self.max_length, padding=True, return_tensors="np"
+        )
+        feeds = {
+            "input_ids": encoded["input_ids"].astype(np.int64),
+            "attention_mask": encoded["attention_mask"].astype(np.int64),
+        }
+        return self.session.run(["logits"], feeds)[0]
+
+
+@pytest.fixture(scope="session")
+def tiny_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    output = tmp_path_factory.mktemp("tiny") / "repository"
+    build_repository("tiny", output)
+    return output
+
+
+@pytest.fixture(scope="session")
+def tiny_reference(tiny_repository: Path) -> Reference:
+    return Reference(tiny_repository)

@@ -1,0 +1,80 @@
+"""The Python-backend models' logic, imported without Triton."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from distil.model_repository.backends.onnx_classifier import pad_and_stack
+from distil.model_repository.backends.postprocess import label_names, softmax
+from distil.model_repository.backends.tokenizer import InvalidTextError, TextTokenizer, decode_texts
+
+
+def _texts(*values: object) -> np.ndarray:
+    return np.array([[v] for v in values], dtype=np.object_)
+
+
+def test_decode_accepts_utf8_bytes_including_non_ascii() -> None:
+    assert decode_texts(_texts("héllo wörld ✓".encode(), b"plain")) == ["héllo wörld ✓", "plain"]
+
+
+def test_tokenizer_rejects_non_utf8_with_the_offending_position() -> None:
+    with pytest.raises(InvalidTextError, match=r"TEXT\[1\] is not valid UTF-8 \(bad byte at offset 2\)"):
+        decode_texts(_texts(b"fine", b"ok\xff\xfe"))
+
+
+@pytest.mark.parametrize("value", [b"", b"   ", b"\n\t "])
+def test_tokenizer_rejects_empty_and_whitespace_only_text(value: bytes) -> None:
+    with pytest.raises(InvalidTextError, match="empty or whitespace only"):
+        decode_texts(_texts(value))
+
+
+def test_tokenizer_rejects_an_empty_tensor() -> None:
+    with pytest.raises(InvalidTextError, match="send at least one text"):
+        decode_texts(np.empty((0, 1), dtype=np.object_))
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from distil.build.model_source import make_tiny_checkpoint
+
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("tiny"))
+
+
+def test_one_batch_call_matches_transformers_and_pads_to_the_longest_not_the_maximum(tokenizer_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    texts = ["a great movie", "terrible service, very slow and the food was bad", "ok"]
+    ours = TextTokenizer(tokenizer_dir / "tokenizer.json", max_length=512, pad_id=0, pad_token="[PAD]")(texts)
+    theirs = AutoTokenizer.from_pretrained(tokenizer_dir)(texts, padding=True, truncation=True, max_length=512)
+    assert ours.input_ids.tolist() == theirs["input_ids"]
+    assert ours.attention_mask.tolist() == theirs["attention_mask"]
+    assert ours.input_ids.shape[1] == max(len(ids) for ids in theirs["input_ids"]) < 512
+    assert ours.input_ids.dtype == np.int64 and not ours.truncated.any()
+
+
+def test_long_text_is_truncated_to_max_length_and_reported(tokenizer_dir: Path) -> None:
+    tokenizer = TextTokenizer(tokenizer_dir / "tokenizer.json", max_length=16, pad_id=0, pad_token="[PAD]")
+    batch = tokenizer(["good " * 100, "good"])
+    assert batch.input_ids.shape == (2, 16)
+    assert batch.truncated.tolist() == [True, False]
+    assert batch.attention_mask[1].sum() == 3  # [CLS] good [SEP]
+
+
+def test_pad_and_stack_right_pads_every_request_to_the_longest() -> None:
+    stacked = pad_and_stack([np.array([[1, 2]]), np.array([[3, 4, 5], [6, 7, 8]])], pad_value=0)
+    assert stacked.tolist() == [[1, 2, 0], [3, 4, 5], [6, 7, 8]]
+
+
+def test_softmax_is_stable_for_large_logits_and_sums_to_one() -> None:
+    probabilities = softmax(np.array([[1000.0, 1001.0], [-5.0, 5.0]], dtype=np.float32))
+    assert np.isfinite(probabilities).all()
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(probabilities[0], [1 / (1 + np.e), np.e / (1 + np.e)], rtol=1e-5)
+
+
+def test_label_names_pick_the_most_probable_label_as_bytes() -> None:
+    labels = label_names(np.array([[0.9, 0.1], [0.2, 0.8]]), ["NEG", "POS"])
+    assert labels.shape == (2, 1) and labels[:, 0].tolist() == [b"NEG", b"POS"]
