@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import tomllib
 from pathlib import Path
 
+import tomllib
 from mypy import api
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,0 +1,401 @@
+{{/*
+Names, labels and the shared pod template of the distil chart.
+*/}}
+
+{{- define "distil.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Room is left for the "-canary" / "-engines-<version>-<hash>" suffixes. */}}
+{{- define "distil.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 40 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 40 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "distil.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "distil.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "distil.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "distil.labels" -}}
+helm.sh/chart: {{ include "distil.chart" . }}
+{{ include "distil.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: distil
+{{- end }}
+
+{{/* Selector of one track's serving pods: (dict "root" $ "track" "stable"). */}}
+{{- define "distil.trackSelectorLabels" -}}
+{{ include "distil.selectorLabels" .root }}
+app.kubernetes.io/component: server
+distil/track: {{ .track }}
+{{- end }}
+
+{{- define "distil.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "distil.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "distil.claimName" -}}
+{{- default (printf "%s-models" (include "distil.fullname" .)) .Values.modelRepository.pvc.existingClaim }}
+{{- end }}
+
+{{/* Service name of a track: the stable Service carries the release name, the canary a suffix. */}}
+{{- define "distil.serviceName" -}}
+{{- if eq .track "stable" }}{{ include "distil.fullname" .root }}{{ else }}{{ include "distil.fullname" .root }}-{{ .track }}{{ end }}
+{{- end }}
+
+{{/*
+The tracks to deploy, as a YAML list: stable always, canary when enabled.
+*/}}
+{{- define "distil.tracks" -}}
+- name: stable
+  version: {{ .Values.stable.modelVersion | quote }}
+  replicas: {{ .Values.stable.replicas }}
+  imageTag: {{ .Values.image.tag | quote }}
+{{- if .Values.canary.enabled }}
+- name: canary
+  version: {{ .Values.canary.modelVersion | quote }}
+  replicas: {{ .Values.canary.replicas }}
+  imageTag: {{ default .Values.image.tag .Values.canary.imageTag | quote }}
+{{- end }}
+{{- end }}
+
+{{/* Where Triton reads the repository of one model version. */}}
+{{- define "distil.repositoryPath" -}}
+{{- if eq .root.Values.modelRepository.source "objectStore" -}}
+{{ .root.Values.modelRepository.objectStore.uri }}/{{ .version }}/repository
+{{- else -}}
+/models/repository
+{{- end }}
+{{- end }}
+
+{{/*
+Identity of an engine build: image, GPU type and model version. A change to any of them names a new
+Job and a new completion marker, so stale plans are never taken for fresh ones.
+*/}}
+{{- define "distil.engineHash" -}}
+{{- printf "%s:%s|%s|%s" .root.Values.image.repository .imageTag .root.Values.gpu.product .version | sha256sum | trunc 10 }}
+{{- end }}
+
+{{- define "distil.engineMarker" -}}
+/models/.distil-engines-{{ include "distil.engineHash" . }}
+{{- end }}
+
+{{/* Fail early, with the value to change, on combinations that would deploy something broken. */}}
+{{- define "distil.validate" -}}
+{{- $v := .Values }}
+{{- if and $v.canary.enabled (not $v.canary.modelVersion) }}
+{{- fail "canary.enabled needs canary.modelVersion: the model version the canary serves" }}
+{{- end }}
+{{- if and $v.canary.enabled (eq $v.canary.modelVersion $v.stable.modelVersion) }}
+{{- fail (printf "canary.modelVersion (%s) equals stable.modelVersion: a canary must serve another version" $v.canary.modelVersion) }}
+{{- end }}
+{{- if and (not $v.canary.enabled) (gt (int $v.canary.weight) 0) }}
+{{- fail "canary.weight > 0 but canary.enabled is false: enable the canary or set canary.weight=0" }}
+{{- end }}
+{{- if and $v.canary.flagger.enabled $v.canary.enabled }}
+{{- fail "canary.flagger.enabled: Flagger makes the canary from the stable Deployment; set canary.enabled=false and roll out a new stable.modelVersion" }}
+{{- end }}
+{{- if and $v.canary.flagger.enabled $v.httpRoute.enabled }}
+{{- fail "canary.flagger.enabled: Flagger writes its own HTTPRoute; set httpRoute.enabled=false" }}
+{{- end }}
+{{- if and $v.canary.flagger.enabled $v.engineBuild.enabled }}
+{{- fail "canary.flagger.enabled with engineBuild.enabled is not supported: build the engines first" }}
+{{- end }}
+{{- if le (int $v.terminationGracePeriodSeconds) (add $v.preStopSleepSeconds $v.triton.exitTimeoutSeconds | int) }}
+{{- fail (printf "terminationGracePeriodSeconds (%d) must exceed preStopSleepSeconds + triton.exitTimeoutSeconds (%d)" (int $v.terminationGracePeriodSeconds) (add $v.preStopSleepSeconds $v.triton.exitTimeoutSeconds | int)) }}
+{{- end }}
+{{- if and (ne $v.modelRepository.source "pvc") (not $v.modelRepository.objectStore.uri) }}
+{{- fail (printf "modelRepository.source=%s needs modelRepository.objectStore.uri (s3://... or gs://...)" $v.modelRepository.source) }}
+{{- end }}
+{{- if and (eq $v.modelRepository.source "pvc") (not $v.modelRepository.pvc.create) (not $v.modelRepository.pvc.existingClaim) }}
+{{- fail "modelRepository.pvc: set create=true or name an existingClaim" }}
+{{- end }}
+{{- if $v.engineBuild.enabled }}
+{{- if ne $v.modelRepository.source "pvc" }}
+{{- fail "engineBuild.enabled writes plans into the claim: it needs modelRepository.source=pvc" }}
+{{- end }}
+{{- if not $v.gpu.enabled }}
+{{- fail "engineBuild.enabled builds TensorRT plans on a GPU: it needs gpu.enabled=true" }}
+{{- end }}
+{{- if not $v.gpu.product }}
+{{- fail "engineBuild.enabled needs gpu.product: plans must be built on the GPU type that serves them" }}
+{{- end }}
+{{- end }}
+{{- if $v.autoscaling.enabled }}
+{{- if gt (int $v.autoscaling.minReplicas) (int $v.autoscaling.maxReplicas) }}
+{{- fail (printf "autoscaling.minReplicas (%d) exceeds autoscaling.maxReplicas (%d)" (int $v.autoscaling.minReplicas) (int $v.autoscaling.maxReplicas)) }}
+{{- end }}
+{{- if and (eq $v.autoscaling.metric.type "gpuUtilization") (not $v.gpu.enabled) }}
+{{- fail "autoscaling.metric.type=gpuUtilization needs gpu.enabled=true; use cpu on the CPU-only profile" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "distil.containerSecurityContext" -}}
+{{ toYaml .Values.securityContext }}
+{{- end }}
+
+{{/* Node selection and tolerations shared by serving pods and the engine build Job. */}}
+{{- define "distil.scheduling" -}}
+{{- $v := .Values }}
+{{- $nodeSelector := dict }}
+{{- if $v.gpu.enabled }}
+{{- if $v.gpu.product }}
+{{- $_ := set $nodeSelector "nvidia.com/gpu.product" $v.gpu.product }}
+{{- else }}
+{{- $_ := set $nodeSelector "nvidia.com/gpu.present" "true" }}
+{{- end }}
+{{- end }}
+{{- $nodeSelector = merge (deepCopy $v.nodeSelector) $nodeSelector }}
+{{- with $nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- $tolerations := $v.tolerations }}
+{{- if $v.gpu.enabled }}
+{{- $tolerations = concat $v.gpu.tolerations $v.tolerations }}
+{{- end }}
+{{- with $tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $v.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $v.topologySpreadConstraints }}
+topologySpreadConstraints:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/*
+Pod template of one serving track: (dict "root" $ "track" $track) where $track comes from distil.tracks.
+*/}}
+{{- define "distil.podTemplate" -}}
+{{- $root := .root }}
+{{- $v := $root.Values }}
+{{- $track := .track }}
+{{- $ctx := dict "root" $root "version" $track.version "imageTag" $track.imageTag }}
+metadata:
+  labels:
+    {{- include "distil.trackSelectorLabels" (dict "root" $root "track" $track.name) | nindent 4 }}
+    distil/model-version: {{ $track.version | quote }}
+    {{- with $v.podLabels }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  annotations:
+    distil/model-version: {{ $track.version | quote }}
+    distil/model-repository: {{ include "distil.repositoryPath" $ctx | quote }}
+    {{- with $v.podAnnotations }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+spec:
+  serviceAccountName: {{ include "distil.serviceAccountName" $root }}
+  automountServiceAccountToken: {{ $v.serviceAccount.automountToken }}
+  {{- with $v.imagePullSecrets }}
+  imagePullSecrets:
+    {{- range . }}
+    - name: {{ if kindIs "string" . }}{{ . }}{{ else }}{{ .name }}{{ end }}
+    {{- end }}
+  {{- end }}
+  {{- with $v.priorityClassName }}
+  priorityClassName: {{ . }}
+  {{- end }}
+  terminationGracePeriodSeconds: {{ $v.terminationGracePeriodSeconds }}
+  securityContext:
+    {{- toYaml $v.podSecurityContext | nindent 4 }}
+  {{- include "distil.scheduling" $root | nindent 2 }}
+  {{- $source := $v.modelRepository.source }}
+  {{- if or $v.engineBuild.enabled (eq $source "initCopy") }}
+  initContainers:
+    {{- if $v.engineBuild.enabled }}
+    - name: wait-for-engines
+      image: "{{ $v.image.repository }}:{{ $track.imageTag }}"
+      imagePullPolicy: {{ $v.image.pullPolicy }}
+      # The engine build Job writes this marker after `distil build-engines` succeeded.
+      command:
+        - /bin/sh
+        - -c
+        - |
+          deadline=$(( $(date +%s) + {{ $v.engineBuild.waitTimeoutSeconds }} ))
+          until [ -f "$MARKER" ]; do
+            if [ "$(date +%s)" -ge "$deadline" ]; then
+              echo "engines for model version {{ $track.version }} not built: no $MARKER after {{ $v.engineBuild.waitTimeoutSeconds }}s; check the Job's logs" >&2
+              exit 1
+            fi
+            echo "waiting for the engine build Job ($MARKER)"
+            sleep 10
+          done
+      env:
+        - name: MARKER
+          value: {{ include "distil.engineMarker" $ctx | quote }}
+      resources:
+        requests: {cpu: 10m, memory: 16Mi}
+        limits: {memory: 64Mi}
+      securityContext:
+        {{- include "distil.containerSecurityContext" $root | nindent 8 }}
+      volumeMounts:
+        - name: models
+          mountPath: /models
+          subPath: {{ $track.version | quote }}
+          readOnly: true
+    {{- end }}
+    {{- if eq $source "initCopy" }}
+    {{- $src := printf "%s/%s/repository" $v.modelRepository.objectStore.uri $track.version }}
+    - name: copy-model-repository
+      {{- if hasPrefix "gs://" $src }}
+      {{- with $v.modelRepository.initCopy.gcsImage }}
+      image: "{{ .repository }}:{{ .tag }}"
+      {{- end }}
+      command: ["gcloud", "storage", "cp", "--recursive", {{ $src | quote }}, "/models/"]
+      {{- else }}
+      {{- with $v.modelRepository.initCopy.s3Image }}
+      image: "{{ .repository }}:{{ .tag }}"
+      {{- end }}
+      command: ["aws", "s3", "cp", "--recursive", "--only-show-errors", {{ $src | quote }}, "/models/repository"]
+      {{- end }}
+      env:
+        - name: HOME
+          value: /tmp
+        - name: CLOUDSDK_CONFIG
+          value: /tmp/gcloud
+        {{- with $v.modelRepository.objectStore.region }}
+        - name: AWS_REGION
+          value: {{ . | quote }}
+        {{- end }}
+      resources:
+        {{- toYaml $v.modelRepository.initCopy.resources | nindent 8 }}
+      securityContext:
+        {{- include "distil.containerSecurityContext" $root | nindent 8 }}
+      volumeMounts:
+        - name: models
+          mountPath: /models
+        - name: tmp
+          mountPath: /tmp
+    {{- end }}
+  {{- end }}
+  containers:
+    - name: triton
+      image: "{{ $v.image.repository }}:{{ $track.imageTag }}"
+      imagePullPolicy: {{ $v.image.pullPolicy }}
+      command: ["tritonserver"]
+      args:
+        - --model-repository={{ include "distil.repositoryPath" $ctx }}
+        - --strict-readiness={{ $v.triton.strictReadiness }}
+        - --exit-timeout-secs={{ $v.triton.exitTimeoutSeconds }}
+        - --http-port={{ $v.service.ports.http }}
+        - --grpc-port={{ $v.service.ports.grpc }}
+        - --metrics-port={{ $v.service.ports.metrics }}
+        - --allow-metrics=true
+        - --allow-gpu-metrics={{ $v.gpu.enabled }}
+        - --metrics-interval-ms={{ $v.triton.metricsIntervalMs }}
+        - --metrics-config=summary_latencies=true
+        - --metrics-config=summary_quantiles={{ $v.triton.summaryQuantiles }}
+        - --log-verbose={{ $v.triton.logVerbose }}
+        {{- range $v.triton.extraArgs }}
+        - {{ . | quote }}
+        {{- end }}
+      ports:
+        - name: http
+          containerPort: {{ $v.service.ports.http }}
+          protocol: TCP
+        - name: grpc
+          containerPort: {{ $v.service.ports.grpc }}
+          protocol: TCP
+        - name: metrics
+          containerPort: {{ $v.service.ports.metrics }}
+          protocol: TCP
+      env:
+        # The root filesystem is read-only; the Python backend and cloud clients write under HOME.
+        - name: HOME
+          value: /tmp
+        - name: DISTIL_TRACK
+          value: {{ $track.name | quote }}
+        - name: DISTIL_MODEL_VERSION
+          value: {{ $track.version | quote }}
+        {{- if and (eq $source "objectStore") (hasPrefix "s3://" $v.modelRepository.objectStore.uri) $v.modelRepository.objectStore.region }}
+        - name: AWS_DEFAULT_REGION
+          value: {{ $v.modelRepository.objectStore.region | quote }}
+        {{- end }}
+      {{- $resources := deepCopy $v.resources }}
+      {{- if $v.gpu.enabled }}
+      {{- $limits := default dict $resources.limits }}
+      {{- $requests := default dict $resources.requests }}
+      {{- $_ := set $limits "nvidia.com/gpu" (int $v.gpu.count) }}
+      {{- $_ := set $requests "nvidia.com/gpu" (int $v.gpu.count) }}
+      {{- $_ := set $resources "limits" $limits }}
+      {{- $_ := set $resources "requests" $requests }}
+      {{- end }}
+      resources:
+        {{- toYaml $resources | nindent 8 }}
+      startupProbe:
+        httpGet:
+          path: /v2/health/ready
+          port: http
+        {{- toYaml $v.probes.startup | nindent 8 }}
+      readinessProbe:
+        httpGet:
+          path: /v2/health/ready
+          port: http
+        {{- toYaml $v.probes.readiness | nindent 8 }}
+      livenessProbe:
+        httpGet:
+          path: /v2/health/live
+          port: http
+        {{- toYaml $v.probes.liveness | nindent 8 }}
+      lifecycle:
+        preStop:
+          exec:
+            command: ["sleep", "{{ $v.preStopSleepSeconds }}"]
+      securityContext:
+        {{- include "distil.containerSecurityContext" $root | nindent 8 }}
+      volumeMounts:
+        {{- if ne $source "objectStore" }}
+        - name: models
+          mountPath: /models
+          {{- if eq $source "pvc" }}
+          subPath: {{ $track.version | quote }}
+          {{- end }}
+          readOnly: true
+        {{- end }}
+        - name: dshm
+          mountPath: /dev/shm
+        - name: tmp
+          mountPath: /tmp
+  volumes:
+    {{- if eq $source "pvc" }}
+    - name: models
+      persistentVolumeClaim:
+        claimName: {{ include "distil.claimName" $root }}
+        readOnly: true
+    {{- else if eq $source "initCopy" }}
+    - name: models
+      emptyDir:
+        sizeLimit: {{ $v.modelRepository.initCopy.sizeLimit }}
+    {{- end }}
+    - name: dshm
+      emptyDir:
+        medium: Memory
+        sizeLimit: {{ $v.shm.sizeLimit }}
+    - name: tmp
+      emptyDir: {}
+{{- end }}

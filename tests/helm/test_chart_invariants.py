@@ -1,0 +1,481 @@
+"""Invariants of the rendered chart: GPU placement, probes, shutdown, HPA from the capacity overlay,
+canary weights, no secrets in values, and the schema and template guards that reject bad values."""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from chart_helpers import (
+    CAPACITY_OVERLAY,
+    CHART_DIR,
+    CI_DIR,
+    GPU_SCENARIOS,
+    HELM_MISSING,
+    SCENARIOS,
+    Notes,
+    Render,
+    deep_merge,
+    load_values,
+    of_kind,
+    one,
+    pod_specs,
+    serving_deployments,
+    triton_container,
+)
+
+helm = pytest.importorskip("helm_python", reason=HELM_MISSING)
+
+
+GPU = "nvidia.com/gpu"
+
+
+def _values(scenario: str, **overrides: Any) -> dict[str, Any]:
+    return deep_merge(load_values(CI_DIR / scenario), copy.deepcopy(overrides))
+
+
+def _args(container: dict[str, Any]) -> dict[str, list[str]]:
+    parsed: dict[str, list[str]] = {}
+    for arg in container["args"]:
+        key, _, value = arg.partition("=")
+        parsed.setdefault(key, []).append(value)
+    return parsed
+
+
+# --- GPU placement -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scenario", GPU_SCENARIOS)
+def test_gpu_scenarios_request_gpus_and_select_gpu_nodes(render: Render, scenario: str) -> None:
+    values = load_values(CI_DIR / scenario)
+    for dep in serving_deployments(render(values)):
+        pod = dep["spec"]["template"]["spec"]
+        resources = triton_container(dep)["resources"]
+        assert resources["limits"][GPU] == resources["requests"][GPU] == values["gpu"].get("count", 1)
+        assert pod["nodeSelector"]["nvidia.com/gpu.product"] == values["gpu"]["product"]
+        assert any(t["key"] == GPU for t in pod["tolerations"])
+        assert "--allow-gpu-metrics=true" in triton_container(dep)["args"]
+
+
+def test_gpu_without_product_selects_any_gpu_node(render: Render) -> None:
+    dep = serving_deployments(render({"gpu": {"enabled": True, "product": ""}}))[0]
+    assert dep["spec"]["template"]["spec"]["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+
+
+def test_cpu_only_profile_has_no_gpu_anything(render: Render) -> None:
+    objects = render(load_values(CI_DIR / "cpu-only-values.yaml"))
+    text = yaml.safe_dump_all(objects)
+    assert GPU not in text.replace("--allow-gpu-metrics", "")
+    for dep in serving_deployments(objects):
+        pod = dep["spec"]["template"]["spec"]
+        assert "nodeSelector" not in pod and "tolerations" not in pod
+        assert "--allow-gpu-metrics=false" in triton_container(dep)["args"]
+
+
+# --- probes, shutdown, security -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scenario", [None, *SCENARIOS])
+def test_every_triton_container_has_probes_on_triton_health_endpoints(
+    render: Render, scenario: str | None
+) -> None:
+    deployments = serving_deployments(render(load_values(CI_DIR / scenario) if scenario else {}))
+    assert deployments
+    for dep in deployments:
+        c = triton_container(dep)
+        assert c["startupProbe"]["httpGet"]["path"] == "/v2/health/ready"
+        assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+        assert c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+        assert {p["name"]: p["containerPort"] for p in c["ports"]} == {
+            "http": 8000,
+            "grpc": 8001,
+            "metrics": 8002,
+        }
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_grace_period_outlasts_prestop_and_triton_exit_timeout(render: Render, scenario: str) -> None:
+    for dep in serving_deployments(render(load_values(CI_DIR / scenario))):
+        pod = dep["spec"]["template"]["spec"]
+        c = triton_container(dep)
+        exit_timeout = int(_args(c)["--exit-timeout-secs"][0])
+        pre_stop = int(c["lifecycle"]["preStop"]["exec"]["command"][-1])
+        assert pod["terminationGracePeriodSeconds"] > pre_stop + exit_timeout
+
+
+def test_grace_period_too_short_is_refused(chart: Any) -> None:
+    with pytest.raises(helm.HelmRenderError, match="terminationGracePeriodSeconds"):
+        chart.render({"terminationGracePeriodSeconds": 30}, name="distil")
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_triton_args_set_repository_strict_readiness_and_metrics(render: Render, scenario: str) -> None:
+    values = load_values(CI_DIR / scenario)
+    for dep in serving_deployments(render(values)):
+        args = _args(triton_container(dep))
+        assert args["--strict-readiness"] == ["true"]
+        assert args["--allow-metrics"] == ["true"]
+        assert "summary_latencies=true" in args["--metrics-config"]
+        version = dep["metadata"]["labels"]["distil/model-version"]
+        if values.get("modelRepository", {}).get("source", "pvc") == "objectStore":
+            uri = values["modelRepository"]["objectStore"]["uri"]
+            assert args["--model-repository"] == [f"{uri}/{version}/repository"]
+        else:
+            assert args["--model-repository"] == ["/models/repository"]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_pods_run_as_non_root_with_memory_backed_shm(render: Render, scenario: str) -> None:
+    objects = render(load_values(CI_DIR / scenario))
+    for spec in pod_specs(objects):
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        for c in spec.get("initContainers", []) + spec["containers"]:
+            assert c["securityContext"]["allowPrivilegeEscalation"] is False, c["name"]
+    for dep in serving_deployments(objects):
+        volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+        assert volumes["dshm"]["emptyDir"]["medium"] == "Memory"
+        mounts = {m["mountPath"]: m["name"] for m in triton_container(dep)["volumeMounts"]}
+        assert mounts["/dev/shm"] == "dshm"
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_services_expose_http_grpc_and_metrics_and_pdb_covers_each_track(
+    render: Render, scenario: str
+) -> None:
+    values = load_values(CI_DIR / scenario)
+    objects = render(values)
+    if values.get("canary", {}).get("flagger", {}).get("enabled"):
+        assert not of_kind(objects, "Service")  # Flagger generates them
+        return
+    deployments = serving_deployments(objects)
+    services = of_kind(objects, "Service")
+    pdbs = of_kind(objects, "PodDisruptionBudget")
+    assert len(services) == len(pdbs) == len(deployments)
+    for dep in deployments:
+        selector = dep["spec"]["selector"]["matchLabels"]
+        svc = next(s for s in services if s["spec"]["selector"] == selector)
+        assert {p["name"]: p["port"] for p in svc["spec"]["ports"]} == {
+            "http": 8000,
+            "grpc": 8001,
+            "metrics": 8002,
+        }
+        assert any(p["spec"]["selector"]["matchLabels"] == selector for p in pdbs)
+
+
+# --- autoscaling from the capacity overlay -------------------------------------------------------
+
+
+def _overlay(metric_type: str | None = None) -> dict[str, Any]:
+    overlay: dict[str, Any] = yaml.safe_load(CAPACITY_OVERLAY.read_text())
+    if metric_type:
+        overlay["autoscaling"]["metric"]["type"] = metric_type
+    return overlay
+
+
+def test_capacity_overlay_passes_the_schema(chart: Any) -> None:
+    chart.validate_schema(_overlay())
+
+
+@pytest.mark.parametrize("metric_type", ["inferenceRate", "queueComputeRatio", "cpu"])
+def test_hpa_target_equals_the_capacity_overlay(render: Render, metric_type: str) -> None:
+    overlay = _overlay(metric_type)
+    values = deep_merge(load_values(CI_DIR / "gpu-hpa-values.yaml"), overlay)
+    objects = render(values)
+    hpa = one(objects, "HorizontalPodAutoscaler")
+    scaling = overlay["autoscaling"]
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["minReplicas"] == scaling["minReplicas"]
+    assert hpa["spec"]["maxReplicas"] == scaling["maxReplicas"]
+    assert hpa["spec"]["scaleTargetRef"]["name"] == serving_deployments(objects)[0]["metadata"]["name"]
+    [metric] = hpa["spec"]["metrics"]
+    if metric_type == "cpu":
+        assert metric["type"] == "Resource"
+        target = metric["resource"]["target"]
+        assert target == {
+            "type": "Utilization",
+            "averageUtilization": scaling["metric"]["cpu"]["targetAverageUtilization"],
+        }
+    else:
+        expected = scaling["metric"][metric_type]
+        assert metric["type"] == "Pods"
+        assert metric["pods"]["metric"]["name"] == expected["metricName"]
+        assert metric["pods"]["target"] == {
+            "type": "AverageValue",
+            "averageValue": expected["targetAverageValue"],
+        }
+    # The HPA owns the replica count.
+    assert "replicas" not in serving_deployments(objects)[0]["spec"]
+    # Provenance travels with the HPA.
+    annotations = hpa["metadata"]["annotations"]
+    assert annotations["distil/capacity-source"] == overlay["capacity"]["source"]
+    assert annotations["distil/capacity-percentile"] == "p95"
+
+
+def test_hpa_scales_up_fast_and_down_slowly(render: Render) -> None:
+    hpa = one(render(load_values(CI_DIR / "gpu-hpa-values.yaml")), "HorizontalPodAutoscaler")
+    behavior = hpa["spec"]["behavior"]
+    assert behavior["scaleUp"]["stabilizationWindowSeconds"] == 0
+    assert behavior["scaleDown"]["stabilizationWindowSeconds"] >= 300
+    assert all(p["periodSeconds"] >= 60 for p in behavior["scaleDown"]["policies"])
+
+
+def test_notes_show_the_capacity_provenance(notes: Notes) -> None:
+    text = notes(deep_merge(load_values(CI_DIR / "gpu-hpa-values.yaml"), _overlay()))
+    assert "distil_inference_rate = 35 per pod" in text
+    assert "loadtest run 2026-11-22T05:00:00Z" in text
+
+
+def test_recording_rules_define_the_series_the_hpa_reads(render: Render) -> None:
+    objects = render(deep_merge(load_values(CI_DIR / "gpu-hpa-values.yaml"), _overlay()))
+    rule = one(objects, "PrometheusRule")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    rules = {r["record"]: r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]}
+    rate = rules["distil_inference_rate"]
+    assert re.search(r"rate\(nv_inference_request_success\{model=\"distilbert\"", rate)
+    assert "sum by (namespace, pod" in rate
+    ratio = rules["distil_queue_compute_ratio"]
+    assert "rate(nv_inference_queue_duration_us" in ratio.split("/")[0]
+    assert "rate(nv_inference_compute_infer_duration_us" in ratio.split("/", 1)[1]
+    hpa_metric = one(objects, "HorizontalPodAutoscaler")["spec"]["metrics"][0]["pods"]["metric"]["name"]
+    assert hpa_metric in rules
+
+
+def test_service_monitor_scrapes_metrics_port_and_labels_the_track(render: Render) -> None:
+    objects = render(load_values(CI_DIR / "canary-values.yaml"))
+    sm = one(objects, "ServiceMonitor")
+    assert sm["apiVersion"] == "monitoring.coreos.com/v1"
+    [endpoint] = sm["spec"]["endpoints"]
+    assert endpoint["port"] == "metrics" and endpoint["path"] == "/metrics"
+    assert {r["targetLabel"] for r in endpoint["relabelings"]} == {"track", "model_version"}
+    for svc in of_kind(objects, "Service"):
+        labels = svc["metadata"]["labels"]
+        assert all(labels.get(k) == v for k, v in sm["spec"]["selector"]["matchLabels"].items())
+
+
+# --- canary --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("weight", [0, 1, 10, 50, 100])
+def test_canary_weights_sum_to_100(render: Render, weight: int) -> None:
+    objects = render(_values("canary-values.yaml", canary={"weight": weight}))
+    route = one(objects, "HTTPRoute")
+    assert route["apiVersion"] == "gateway.networking.k8s.io/v1"
+    [rule] = route["spec"]["rules"]
+    weights = {b["name"]: b["weight"] for b in rule["backendRefs"]}
+    assert sum(weights.values()) == 100
+    assert weights["distil-canary"] == weight
+    services = {s["metadata"]["name"] for s in of_kind(objects, "Service")}
+    assert set(weights) <= services
+    assert all(b["port"] == 8000 for b in rule["backendRefs"])
+
+
+def test_route_without_canary_sends_everything_to_stable(render: Render) -> None:
+    route = one(render(_values("canary-values.yaml", canary={"enabled": False, "weight": 0})), "HTTPRoute")
+    assert route["spec"]["rules"][0]["backendRefs"] == [{"name": "distil", "port": 8000, "weight": 100}]
+
+
+def test_canary_and_stable_serve_their_own_model_version_and_are_labelled(render: Render) -> None:
+    values = load_values(CI_DIR / "canary-values.yaml")
+    deployments = {d["metadata"]["labels"]["distil/track"]: d for d in serving_deployments(render(values))}
+    assert set(deployments) == {"stable", "canary"}
+    for track, dep in deployments.items():
+        version = values[track]["modelVersion"]
+        pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+        assert pod_labels["distil/track"] == track
+        assert pod_labels["distil/model-version"] == version
+        mount = next(m for m in triton_container(dep)["volumeMounts"] if m["name"] == "models")
+        assert mount["subPath"] == version and mount["readOnly"] is True
+    assert deployments["canary"]["spec"]["replicas"] == values["canary"]["replicas"]
+    # The selectors do not overlap, so each Service and PDB sees one track only.
+    assert deployments["stable"]["spec"]["selector"] != deployments["canary"]["spec"]["selector"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"canary": {"modelVersion": "v1"}}, "must serve another version"),
+        ({"canary": {"enabled": False, "weight": 10}}, "canary.weight > 0"),
+        ({"canary": {"enabled": True, "modelVersion": ""}}, "needs canary.modelVersion"),
+    ],
+)
+def test_inconsistent_canary_values_are_refused(chart: Any, overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(helm.HelmRenderError, match=re.escape(message)):
+        chart.render(_values("canary-values.yaml", **overrides), name="distil")
+
+
+def test_flagger_canary_checks_p99_latency_and_error_rate(render: Render) -> None:
+    objects = render(load_values(CI_DIR / "flagger-values.yaml"))
+    canary = one(objects, "Canary")
+    assert canary["apiVersion"] == "flagger.app/v1beta1"
+    assert canary["spec"]["targetRef"]["name"] == serving_deployments(objects)[0]["metadata"]["name"]
+    assert (
+        canary["spec"]["autoscalerRef"]["name"] == one(objects, "HorizontalPodAutoscaler")["metadata"]["name"]
+    )
+    templates = {t["metadata"]["name"]: t["spec"]["query"] for t in of_kind(objects, "MetricTemplate")}
+    refs = {m["name"]: m["templateRef"]["name"] for m in canary["spec"]["analysis"]["metrics"]}
+    assert set(refs) == {"p99-latency", "error-rate"} and set(refs.values()) == set(templates)
+    assert 'quantile="0.99"' in templates[refs["p99-latency"]]
+    assert "nv_inference_request_failure" in templates[refs["error-rate"]]
+    # Flagger's variables survive Helm's templating.
+    assert all("{{ namespace }}" in q and "{{ target }}" in q for q in templates.values())
+    assert not of_kind(objects, "HTTPRoute")
+
+
+# --- engines built where they run -----------------------------------------------------------------
+
+
+def test_engine_build_job_runs_in_the_serving_image_on_the_serving_gpu(render: Render) -> None:
+    values = load_values(CI_DIR / "gpu-values.yaml")
+    objects = render(values)
+    job = one(objects, "Job")
+    dep = serving_deployments(objects)[0]
+    job_pod = job["spec"]["template"]["spec"]
+    [builder] = job_pod["containers"]
+    assert builder["image"] == triton_container(dep)["image"]
+    assert job_pod["nodeSelector"] == dep["spec"]["template"]["spec"]["nodeSelector"]
+    assert builder["resources"]["limits"][GPU] == 1
+    script = builder["command"][-1]
+    assert "distil build-engines --from-onnx /models/onnx --output /models/repository --target gpu" in script
+    marker = next(e["value"] for e in builder["env"] if e["name"] == "MARKER")
+    # Serving pods wait for exactly that marker, on the same model version directory.
+    [wait] = dep["spec"]["template"]["spec"]["initContainers"]
+    assert next(e["value"] for e in wait["env"] if e["name"] == "MARKER") == marker
+    job_mount = next(m for m in builder["volumeMounts"] if m["name"] == "models")
+    wait_mount = next(m for m in wait["volumeMounts"] if m["name"] == "models")
+    assert job_mount["subPath"] == wait_mount["subPath"] == values["stable"]["modelVersion"]
+    assert "readOnly" not in job_mount and wait_mount["readOnly"] is True
+
+
+def test_engine_build_job_name_changes_with_image_gpu_or_version(render: Render) -> None:
+    base = load_values(CI_DIR / "gpu-values.yaml")
+    names = {
+        one(render(deep_merge(copy.deepcopy(base), change)), "Job")["metadata"]["name"]
+        for change in (
+            {},
+            {"image": {"tag": "24.11-py3"}},
+            {"gpu": {"product": "NVIDIA-A10G"}},
+            {"stable": {"modelVersion": "v9"}},
+        )
+    }
+    assert len(names) == 4
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"gpu": {"product": ""}}, "needs gpu.product"),
+        ({"gpu": {"enabled": False}}, "needs gpu.enabled=true"),
+        ({"modelRepository": {"source": "objectStore", "objectStore": {"uri": "s3://b/p"}}}, "source=pvc"),
+    ],
+)
+def test_engine_build_refuses_settings_that_would_mismatch_engines(
+    chart: Any, overrides: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(helm.HelmRenderError, match=re.escape(message)):
+        chart.render(_values("gpu-values.yaml", **overrides), name="distil")
+
+
+# --- model repository sources and secrets ----------------------------------------------------------
+
+
+def test_s3_source_uses_workload_identity_not_keys(render: Render) -> None:
+    values = load_values(CI_DIR / "s3-values.yaml")
+    objects = render(values)
+    sa = one(objects, "ServiceAccount")
+    assert sa["metadata"]["annotations"] == values["serviceAccount"]["annotations"]
+    dep = serving_deployments(objects)[0]
+    assert dep["spec"]["template"]["spec"]["serviceAccountName"] == sa["metadata"]["name"]
+    env = {e["name"]: e.get("value") for e in triton_container(dep)["env"]}
+    assert env["AWS_DEFAULT_REGION"] == "eu-west-1"
+    assert not of_kind(objects, "PersistentVolumeClaim")
+
+
+def test_gcs_init_copy_fills_a_pod_local_volume(render: Render) -> None:
+    dep = serving_deployments(render(load_values(CI_DIR / "gcs-initcopy-values.yaml")))[0]
+    [copy_step] = dep["spec"]["template"]["spec"]["initContainers"]
+    assert copy_step["command"][:2] == ["gcloud", "storage"]
+    assert "gs://distil-models/distilbert-sst2/v1/repository" in copy_step["command"]
+    volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+    assert "emptyDir" in volumes["models"]
+
+
+SECRET_KEY = re.compile(r"(secret|password|passwd|token|access_?key|private_?key|credential)", re.I)
+# AWS access key ids, PEM keys, GCP service-account key JSON.
+SECRET_LITERAL = re.compile(r"(AKIA[0-9A-Z]{16}|-----BEGIN [A-Z ]*PRIVATE KEY-----|\"private_key_id\")")
+SECRET_ENV = {
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+}
+
+
+def _keys(node: Any, prefix: str = "") -> list[str]:
+    if isinstance(node, dict):
+        return [
+            k for key, value in node.items() for k in [f"{prefix}{key}", *_keys(value, f"{prefix}{key}.")]
+        ]
+    if isinstance(node, list):
+        return [k for item in node for k in _keys(item, prefix)]
+    return []
+
+
+@pytest.mark.parametrize("values_file", [CHART_DIR / "values.yaml", *(CI_DIR / s for s in SCENARIOS)])
+def test_no_secret_values_in_plain_values(values_file: Path) -> None:
+    values = yaml.safe_load(values_file.read_text())
+    # Allowed: names of existing pull Secrets, and the switch for mounting the service-account token.
+    allowed = ("imagePullSecrets", "serviceAccount.automountToken")
+    offending = [k for k in _keys(values) if SECRET_KEY.search(k) and k not in allowed]
+    assert not offending, offending
+    text = values_file.read_text()
+    assert not SECRET_LITERAL.search(text), SECRET_LITERAL.search(text)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_rendered_objects_carry_no_secrets_or_credential_env(render: Render, scenario: str) -> None:
+    objects = render(load_values(CI_DIR / scenario))
+    assert not of_kind(objects, "Secret")
+    for spec in pod_specs(objects):
+        for c in spec.get("initContainers", []) + spec["containers"]:
+            names = {e["name"] for e in c.get("env", [])}
+            assert not names & SECRET_ENV, (c["name"], names & SECRET_ENV)
+
+
+# --- the schema rejects what it should --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"gpu": {"enabled": "yes"}},
+        {"stable": {"modelVersion": "v1", "replicas": "two"}},
+        {"autoscaling": {"maxReplicas": "8"}},
+        {"autoscaling": {"metric": {"type": "latency"}}},
+        {
+            "autoscaling": {
+                "metric": {
+                    "type": "inferenceRate",
+                    "inferenceRate": {"metricName": "x", "targetAverageValue": 35},
+                }
+            }
+        },
+        {"canary": {"weight": 101}},
+        {"modelRepository": {"source": "nfs"}},
+        {
+            "modelRepository": {
+                "source": "objectStore",
+                "objectStore": {"uri": "s3://b/p", "secretAccessKey": "x"},
+            }
+        },
+        {"modelRepository": {"source": "objectStore", "objectStore": {"uri": "https://bucket/path"}}},
+        {"capacity": {"headroom": "0.7"}},
+        {"unknownTopLevel": True},
+    ],
+)
+def test_schema_rejects_wrong_types_and_unknown_keys(chart: Any, bad: dict[str, Any]) -> None:
+    with pytest.raises(helm.HelmValuesError):
+        chart.validate_schema(bad)
