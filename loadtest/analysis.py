@@ -111,9 +111,7 @@ class KneeRule:
 
     def __post_init__(self) -> None:
         if not (0 < self.min_throughput_gain < 1):
-            raise ConfigError(
-                f"min_throughput_gain is a fraction in (0, 1), e.g. 0.5; got {self.min_throughput_gain}."
-            )
+            raise ConfigError(f"min_throughput_gain is a fraction in (0, 1), e.g. 0.5; got {self.min_throughput_gain}.")
         if not self.max_latency_growth > 1:
             raise ConfigError(f"max_latency_growth must be > 1, e.g. 2.0; got {self.max_latency_growth}.")
         object.__setattr__(self, "percentile", Percentile(self.percentile))
@@ -214,9 +212,7 @@ def find_capacity(steps: Sequence[StepResult], criteria: CapacityCriteria) -> Ca
         )
     best = max(qualifying, key=lambda v: v.step.achieved_rps)  # max() keeps the lightest of equals
     warnings: list[str] = []
-    failing_below = [
-        v.step.index for v in verdicts if load_level(v.step) < load_level(best.step) and not v.qualifies
-    ]
+    failing_below = [v.step.index for v in verdicts if load_level(v.step) < load_level(best.step) and not v.qualifies]
     if failing_below:
         warnings.append(
             f"Step {best.step.index} qualifies but lighter step(s) {_join(failing_below)} did not: "
@@ -247,9 +243,7 @@ def find_capacity(steps: Sequence[StepResult], criteria: CapacityCriteria) -> Ca
     )
 
 
-def _no_capacity_message(
-    closest: StepVerdict, verdicts: Sequence[StepVerdict], criteria: CapacityCriteria
-) -> str:
+def _no_capacity_message(closest: StepVerdict, verdicts: Sequence[StepVerdict], criteria: CapacityCriteria) -> str:
     step = closest.step
     percentile = criteria.percentile.value
     misses: list[str] = []
@@ -287,8 +281,7 @@ def _no_capacity_message(
             )
     if not closest.meets_errors:
         advice.append(
-            "fix the errors first (the error kinds above say which), or raise the error budget if they "
-            "are acceptable"
+            "fix the errors first (the error kinds above say which), or raise the error budget if they are acceptable"
         )
     return (
         f"No capacity under this SLO: no step kept {criteria.describe()}. "
@@ -350,9 +343,7 @@ def find_knee(steps: Sequence[StepResult], rule: KneeRule | None = None) -> Knee
     )
 
 
-def describe_saturation(
-    steps: Sequence[StepResult], knee: Knee, percentile: Percentile = Percentile.P95
-) -> Saturation:
+def describe_saturation(steps: Sequence[StepResult], knee: Knee, percentile: Percentile = Percentile.P95) -> Saturation:
     """Throughput plateau, latency growth and errors over the steps heavier than the knee."""
     if knee.step is None:
         return Saturation((), None, None, None, None, None, {}, "No knee, so no saturation was measured.")
@@ -382,8 +373,7 @@ def describe_saturation(
     else:
         growth = f", {latency_growth:.1f}× the knee's" if latency_growth is not None else ""
         sentences.append(
-            f"At the heaviest step ({final.index}, {final.load_label}) {percentile.value} is "
-            f"{at_final:.1f} ms{growth}."
+            f"At the heaviest step ({final.index}, {final.load_label}) {percentile.value} is {at_final:.1f} ms{growth}."
         )
     if final_vs_plateau is not None and final_vs_plateau < 0.9:
         sentences.append(

@@ -113,11 +113,7 @@ def step_table(run: RunResult, analysis: Analysis) -> Table:
     rows = []
     for step in in_load_order(run.steps):
         verdict = judge_step(step, criteria)
-        misses = [
-            name
-            for name, ok in (("latency", verdict.meets_latency), ("errors", verdict.meets_errors))
-            if not ok
-        ]
+        misses = [name for name, ok in (("latency", verdict.meets_latency), ("errors", verdict.meets_errors)) if not ok]
         server = step.server.get(run.model)
         rows.append(
             (
@@ -200,9 +196,7 @@ def build_blocks(
                 (
                     "queue:compute per pod",
                     r.queue_compute_ratio_quantity or "not measured",
-                    ""
-                    if r.queue_compute_ratio_step is None
-                    else f"measured at step {r.queue_compute_ratio_step}",
+                    "" if r.queue_compute_ratio_step is None else f"measured at step {r.queue_compute_ratio_step}",
                 ),
                 ("CPU utilization", f"{r.cpu_target_utilization}%", "policy, not measured"),
             ),
@@ -253,9 +247,7 @@ def render_html(blocks: Sequence[Block], title: str) -> str:
             parts.append("<ul>" + "".join(f"<li>{e(item)}</li>" for item in block.items) + "</ul>")
         elif isinstance(block, Table):
             head = "".join(f"<th>{e(cell)}</th>" for cell in block.headers)
-            body = "".join(
-                "<tr>" + "".join(f"<td>{e(cell)}</td>" for cell in row) + "</tr>" for row in block.rows
-            )
+            body = "".join("<tr>" + "".join(f"<td>{e(cell)}</td>" for cell in row) + "</tr>" for row in block.rows)
             parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
         elif isinstance(block, Image):
             parts.append(f'<img src="{e(block.src)}" alt="{e(block.alt)}">')
@@ -436,9 +428,7 @@ def write_report(
     plot_dir = out_dir / "plots"
     written: dict[str, Path] = {
         "Latency vs achieved throughput": plot_latency_vs_throughput(run, analysis, plot_dir / LATENCY_PLOT),
-        "Achieved vs offered throughput": plot_throughput_vs_offered(
-            run, analysis, plot_dir / THROUGHPUT_PLOT
-        ),
+        "Achieved vs offered throughput": plot_throughput_vs_offered(run, analysis, plot_dir / THROUGHPUT_PLOT),
     }
     server_plot = plot_server_times(run, plot_dir / SERVER_PLOT)
     if server_plot is not None:

@@ -188,9 +188,7 @@ TRITON_COUNTERS: dict[str, str] = {
 }
 _COUNTER_FIELDS = tuple(TRITON_COUNTERS.values())
 
-_SAMPLE = re.compile(
-    r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})?\s+(?P<value>\S+)(?:\s+\S+)?$"
-)
+_SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})?\s+(?P<value>\S+)(?:\s+\S+)?$")
 _LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*(?:,|$)')
 _ESCAPES = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
 
@@ -240,9 +238,7 @@ def parse_triton_metrics(text: str) -> dict[str, ModelMetrics]:
     return {model: ModelMetrics(model, **counters) for model, counters in sorted(totals.items())}
 
 
-def metrics_delta(
-    before: Mapping[str, ModelMetrics], after: Mapping[str, ModelMetrics]
-) -> dict[str, ModelMetrics]:
+def metrics_delta(before: Mapping[str, ModelMetrics], after: Mapping[str, ModelMetrics]) -> dict[str, ModelMetrics]:
     """What each model did between two scrapes: ``after - before`` per counter.
 
     A model that only appears in ``after`` (loaded during the step) counts from zero; one that is
@@ -376,8 +372,7 @@ class StepResult:
                 errors={str(kind): int(count) for kind, count in errors.items()},
                 latency=LatencyPercentiles.from_dict(data["latency_ms"]),
                 server={
-                    str(model): ModelMetrics.from_dict({"model": model, **metrics})
-                    for model, metrics in server.items()
+                    str(model): ModelMetrics.from_dict({"model": model, **metrics}) for model, metrics in server.items()
                 },
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:

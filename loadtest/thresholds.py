@@ -61,8 +61,7 @@ class HpaConfig:
     def __post_init__(self) -> None:
         if not (math.isfinite(self.headroom) and 0 < self.headroom <= 1):
             raise ConfigError(
-                "Headroom is the fraction of capacity each pod may use, in (0, 1], e.g. 0.7; "
-                f"got {self.headroom}."
+                f"Headroom is the fraction of capacity each pod may use, in (0, 1], e.g. 0.7; got {self.headroom}."
             )
         if not (math.isfinite(self.baseline_rps) and self.baseline_rps >= 0):
             raise ConfigError(f"Baseline traffic must be ≥ 0 rps, got {self.baseline_rps}.")
@@ -292,9 +291,7 @@ def adapter_rules() -> dict[str, Any]:
         "rules": [
             {
                 "seriesQuery": f'{metric}{{namespace!="",pod!=""}}',
-                "resources": {
-                    "overrides": {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}
-                },
+                "resources": {"overrides": {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}},
                 "name": {"matches": f"^{metric}$", "as": metric},
                 "metricsQuery": "sum(<<.Series>>{<<.LabelMatchers>>}) by (<<.GroupBy>>)",
             }

@@ -80,9 +80,7 @@ def test_cpu_only_profile_has_no_gpu_anything(render: Render) -> None:
 
 
 @pytest.mark.parametrize("scenario", [None, *SCENARIOS])
-def test_every_triton_container_has_probes_on_triton_health_endpoints(
-    render: Render, scenario: str | None
-) -> None:
+def test_every_triton_container_has_probes_on_triton_health_endpoints(render: Render, scenario: str | None) -> None:
     deployments = serving_deployments(render(load_values(CI_DIR / scenario) if scenario else {}))
     assert deployments
     for dep in deployments:
@@ -143,9 +141,7 @@ def test_pods_run_as_non_root_with_memory_backed_shm(render: Render, scenario: s
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
-def test_services_expose_http_grpc_and_metrics_and_pdb_covers_each_track(
-    render: Render, scenario: str
-) -> None:
+def test_services_expose_http_grpc_and_metrics_and_pdb_covers_each_track(render: Render, scenario: str) -> None:
     values = load_values(CI_DIR / scenario)
     objects = render(values)
     if values.get("canary", {}).get("flagger", {}).get("enabled"):
@@ -312,9 +308,7 @@ def test_flagger_canary_checks_p99_latency_and_error_rate(render: Render) -> Non
     canary = one(objects, "Canary")
     assert canary["apiVersion"] == "flagger.app/v1beta1"
     assert canary["spec"]["targetRef"]["name"] == serving_deployments(objects)[0]["metadata"]["name"]
-    assert (
-        canary["spec"]["autoscalerRef"]["name"] == one(objects, "HorizontalPodAutoscaler")["metadata"]["name"]
-    )
+    assert canary["spec"]["autoscalerRef"]["name"] == one(objects, "HorizontalPodAutoscaler")["metadata"]["name"]
     templates = {t["metadata"]["name"]: t["spec"]["query"] for t in of_kind(objects, "MetricTemplate")}
     refs = {m["name"]: m["templateRef"]["name"] for m in canary["spec"]["analysis"]["metrics"]}
     assert set(refs) == {"p99-latency", "error-rate"} and set(refs.values()) == set(templates)
@@ -416,9 +410,7 @@ SECRET_ENV = {
 
 def _keys(node: Any, prefix: str = "") -> list[str]:
     if isinstance(node, dict):
-        return [
-            k for key, value in node.items() for k in [f"{prefix}{key}", *_keys(value, f"{prefix}{key}.")]
-        ]
+        return [k for key, value in node.items() for k in [f"{prefix}{key}", *_keys(value, f"{prefix}{key}.")]]
     if isinstance(node, list):
         return [k for item in node for k in _keys(item, prefix)]
     return []

@@ -81,9 +81,7 @@ def test_object_names_are_unique_and_dns_safe(render: Render, scenario: str) -> 
 
 def test_dashboard_is_valid_json_with_the_required_panels() -> None:
     dashboard = json.loads((CHART_DIR / "dashboards" / "distil.json").read_text())
-    exprs = " ".join(
-        t["expr"] for p in dashboard["panels"] if p["type"] != "row" for t in p.get("targets", [])
-    )
+    exprs = " ".join(t["expr"] for p in dashboard["panels"] if p["type"] != "row" for t in p.get("targets", []))
     for metric in (
         "nv_inference_request_success",  # request rate
         "nv_inference_request_summary_us",  # p50/p95/p99

@@ -20,9 +20,7 @@ def _csv_rows(run: RunResult, path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def test_report_writes_markdown_html_and_plots_whose_table_matches_the_csv(
-    knee_run: RunResult, tmp_path: Path
-) -> None:
+def test_report_writes_markdown_html_and_plots_whose_table_matches_the_csv(knee_run: RunResult, tmp_path: Path) -> None:
     analysis = analyze(knee_run, CapacityCriteria(slo_ms=100.0))
     recommendation = recommend_hpa(knee_run, analysis.capacity, HpaConfig(baseline_rps=60.0, peak_rps=300.0))
 

@@ -181,9 +181,7 @@ def test_load_run_says_what_to_do_when_the_file_is_missing_or_not_json(tmp_path:
         load_run(tmp_path / "bad.json")
 
 
-def test_load_run_refuses_another_schema_version(
-    raw_fixture: Callable[[str], dict[str, Any]], tmp_path: Path
-) -> None:
+def test_load_run_refuses_another_schema_version(raw_fixture: Callable[[str], dict[str, Any]], tmp_path: Path) -> None:
     data = raw_fixture("run_knee_clear.json")
     data["schema_version"] = 99
     (tmp_path / "run.json").write_text(json.dumps(data))
@@ -192,9 +190,7 @@ def test_load_run_refuses_another_schema_version(
         load_run(tmp_path / "run.json")
 
 
-def test_load_run_names_the_malformed_step(
-    raw_fixture: Callable[[str], dict[str, Any]], tmp_path: Path
-) -> None:
+def test_load_run_names_the_malformed_step(raw_fixture: Callable[[str], dict[str, Any]], tmp_path: Path) -> None:
     data = raw_fixture("run_knee_clear.json")
     del data["steps"][2]["latency_ms"]
     (tmp_path / "run.json").write_text(json.dumps(data))
@@ -263,9 +259,7 @@ def test_csv_has_one_row_per_step_at_full_precision(errors_run: RunResult, tmp_p
 
 
 def test_csv_leaves_undefined_values_empty(slo_never_met_run: RunResult, tmp_path: Path) -> None:
-    empty = _step(
-        index=9, requests=5, errors={"timeout": 5}, achieved_rps=0.0, latency=latency_percentiles([])
-    )
+    empty = _step(index=9, requests=5, errors={"timeout": 5}, achieved_rps=0.0, latency=latency_percentiles([]))
 
     path = write_steps_csv([*slo_never_met_run.steps, empty], tmp_path / "steps.csv")
 

@@ -117,13 +117,9 @@ def test_overlay_yaml_reads_back_with_quantities_as_strings(knee_run: RunResult)
 
 
 def test_integral_target_is_written_as_a_plain_quantity_string(knee_run: RunResult) -> None:
-    capacity = dataclasses.replace(
-        find_capacity(knee_run.steps, CapacityCriteria(slo_ms=100.0)), capacity_rps=50.0
-    )
+    capacity = dataclasses.replace(find_capacity(knee_run.steps, CapacityCriteria(slo_ms=100.0)), capacity_rps=50.0)
 
-    text = values_overlay_yaml(
-        recommend_hpa(knee_run, capacity, HpaConfig(baseline_rps=60.0, peak_rps=300.0))
-    )
+    text = values_overlay_yaml(recommend_hpa(knee_run, capacity, HpaConfig(baseline_rps=60.0, peak_rps=300.0)))
 
     assert "targetAverageValue: '35'" in text  # 50 × 0.7, quoted so YAML keeps it a string
     assert yaml.safe_load(text)["autoscaling"]["metric"]["inferenceRate"]["targetAverageValue"] == "35"
@@ -204,9 +200,7 @@ def test_queue_compute_target_sums_all_models_at_the_step_nearest_the_target(
     errors_run: RunResult, raw_fixture: Callable[[str], Any]
 ) -> None:
     server = raw_fixture("run_errors_over_budget.json")["steps"][0]["server"]
-    expected = sum(m["queue_us"] for m in server.values()) / sum(
-        m["compute_infer_us"] for m in server.values()
-    )
+    expected = sum(m["queue_us"] for m in server.values()) / sum(m["compute_infer_us"] for m in server.values())
 
     recommendation = _recommend(errors_run)
 
@@ -217,29 +211,21 @@ def test_queue_compute_target_sums_all_models_at_the_step_nearest_the_target(
 
 
 def test_without_server_metrics_the_ratio_target_is_left_to_the_chart(knee_run: RunResult) -> None:
-    bare = dataclasses.replace(
-        knee_run, steps=tuple(dataclasses.replace(s, server={}) for s in knee_run.steps)
-    )
+    bare = dataclasses.replace(knee_run, steps=tuple(dataclasses.replace(s, server={}) for s in knee_run.steps))
 
     recommendation = _recommend(bare)
     overlay = values_overlay(recommendation)
 
     assert recommendation.queue_compute_ratio is None
-    assert overlay["autoscaling"]["metric"]["queueComputeRatio"] == {
-        "metricName": "distil_queue_compute_ratio"
-    }
+    assert overlay["autoscaling"]["metric"]["queueComputeRatio"] == {"metricName": "distil_queue_compute_ratio"}
     assert any("could not be measured" in note for note in recommendation.notes)
     with pytest.raises(LoadTestError, match="Scale on inferenceRate"):
         _recommend(bare, metric=MetricType.QUEUE_COMPUTE_RATIO)
 
 
 def test_a_ratio_too_small_to_write_is_not_used_as_a_target(knee_run: RunResult) -> None:
-    idle = {
-        "distilbert": ModelMetrics("distilbert", request_success=9_000, queue_us=10.0, compute_infer_us=3e7)
-    }
-    run = dataclasses.replace(
-        knee_run, steps=tuple(dataclasses.replace(s, server=idle) for s in knee_run.steps)
-    )
+    idle = {"distilbert": ModelMetrics("distilbert", request_success=9_000, queue_us=10.0, compute_infer_us=3e7)}
+    run = dataclasses.replace(knee_run, steps=tuple(dataclasses.replace(s, server=idle) for s in knee_run.steps))
 
     recommendation = _recommend(run)
 
