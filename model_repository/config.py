@@ -33,6 +33,9 @@ class BatchingConfig:
     preferred_batch_sizes: tuple[int, ...] = ()
     max_queue_delay_us: int = 1000
     instance_count: int = 1
+    # Overload protection (Triton's default_queue_policy, timeout_action REJECT); 0 means unbounded.
+    max_queue_size: int = 0
+    queue_timeout_us: int = 0
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:
@@ -46,14 +49,31 @@ class BatchingConfig:
             raise ConfigError(f"max_queue_delay_us must be >= 0, got {self.max_queue_delay_us}.")
         if self.instance_count < 1:
             raise ConfigError(f"instance_count must be at least 1, got {self.instance_count}.")
+        if self.max_queue_size < 0:
+            raise ConfigError(f"max_queue_size must be >= 0 (0: unbounded), got {self.max_queue_size}.")
+        if self.queue_timeout_us < 0:
+            raise ConfigError(f"queue_timeout_us must be >= 0 (0: no timeout), got {self.queue_timeout_us}.")
+
+    @property
+    def has_queue_policy(self) -> bool:
+        return self.max_queue_size > 0 or self.queue_timeout_us > 0
 
 
 def _default_batching() -> dict[str, BatchingConfig]:
     # CPU defaults measured sensible on 2 cores: the tokenizer and postprocess are cheap and gain
-    # from large batches; the classifier waits up to 2 ms to fill a batch of 8-32.
+    # from large batches; the classifier waits up to 2 ms to fill a batch of 8-32. Under overload the
+    # classifier is where requests pile up: it holds at most 256 (four full batches, well under a
+    # second of CPU work) and rejects a request that waited 1 s, so clients get a fast, clear error
+    # instead of an ever-growing queue.
     return {
         TOKENIZER: BatchingConfig(max_batch_size=64, max_queue_delay_us=500),
-        CLASSIFIER: BatchingConfig(max_batch_size=64, preferred_batch_sizes=(8, 16, 32), max_queue_delay_us=2000),
+        CLASSIFIER: BatchingConfig(
+            max_batch_size=64,
+            preferred_batch_sizes=(8, 16, 32),
+            max_queue_delay_us=2000,
+            max_queue_size=256,
+            queue_timeout_us=1_000_000,
+        ),
         POSTPROCESS: BatchingConfig(max_batch_size=64, max_queue_delay_us=200),
     }
 

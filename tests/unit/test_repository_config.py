@@ -16,7 +16,9 @@ def test_yaml_overrides_only_the_models_it_names(tmp_path: Path) -> None:
         "intra_op_threads: 2\n"
     )
     config = load_yaml(path, Target.cpu)
-    assert config.batching["classifier"] == BatchingConfig(32, (8, 16), 3000, 1)
+    assert config.batching["classifier"] == BatchingConfig(
+        32, (8, 16), 3000, 1, max_queue_size=256, queue_timeout_us=1_000_000
+    )
     assert config.batching["tokenizer"].instance_count == 2
     assert config.batching["postprocess"] == RepositoryConfig().batching["postprocess"]
     assert config.intra_op_threads == 2

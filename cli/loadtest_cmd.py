@@ -1,0 +1,359 @@
+"""``distil loadtest run|analyze|smoke`` and ``distil capacity``: thin commands over distil.loadtest.
+
+Locust is never imported here: closed-loop runs start it in a child process (gevent's
+monkey-patching stays out of the CLI); matplotlib is imported only when a report is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from distil.cli.console import err, out, reports_errors, stage
+from distil.errors import ConfigError
+from distil.loadtest.analysis import (
+    DEFAULT_ERROR_BUDGET,
+    Analysis,
+    CapacityCriteria,
+    analyze,
+    capacity_gate,
+    find_capacity,
+)
+from distil.loadtest.protocol import Transport, default_port
+from distil.loadtest.results import LoadMode, Percentile, RunResult, load_run
+from distil.loadtest.shapes import LoadTestConfig, Shape, build_steps, parse_levels
+
+app = typer.Typer(
+    help="Load-test a running Triton server and turn the results into capacity and HPA settings.",
+    no_args_is_help=True,
+)
+
+GATE_FAILED = 3  # exit code when --ci finds the SLO or error budget missed (1: errors, 2: bad options)
+
+
+def _fmt(value: float | None, unit: str = " ms") -> str:
+    return "n/a" if value is None else f"{value:.1f}{unit}"
+
+
+def _default_out() -> Path:
+    return Path("artifacts") / "loadtest" / datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def steps_table(run: RunResult) -> Table:
+    table = Table(title=f"{run.model} over {run.protocol} at {run.target_url}", title_justify="left")
+    for column in ("step", "load", "requests", "achieved rps", "p50", "p95", "p99", "errors"):
+        table.add_column(column, justify="left" if column == "load" else "right")
+    for step in run.steps:
+        errors = ", ".join(f"{kind} ×{count}" for kind, count in sorted(step.errors.items())) or "0"
+        table.add_row(
+            str(step.index),
+            step.load_label,
+            str(step.requests),
+            f"{step.achieved_rps:.1f}",
+            _fmt(step.latency.p50_ms),
+            _fmt(step.latency.p95_ms),
+            _fmt(step.latency.p99_ms),
+            errors,
+        )
+    return table
+
+
+def _print_progress(total: int, mode: LoadMode) -> Any:
+    def show(line: dict[str, Any]) -> None:
+        level = line["level"]
+        load = f"{int(level)} user{'' if level == 1 else 's'}" if mode is LoadMode.CLOSED else f"{level:g} rps"
+        err.print(
+            f"  step {line['index'] + 1}/{total} ({load}): {line['requests']} requests, {line['errors']} errors, "
+            f"p50 {_fmt(line.get('p50_ms'))}, p99 {_fmt(line.get('p99_ms'))}",
+            highlight=False,
+        )
+
+    return show
+
+
+@contextlib.contextmanager
+def _served(repository: Path | None) -> Iterator[tuple[str | None, str | None, str | None]]:
+    """A tritonserver on free loopback ports for ``repository``; yields (http, grpc, metrics) addresses."""
+    if repository is None:
+        yield None, None, None
+        return
+    from distil.model_repository.server import ServerConfig, TritonServer, free_port
+
+    config = ServerConfig(
+        repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(), ready_timeout_s=180
+    )
+    server = TritonServer(config)
+    try:
+        with stage(f"Starting tritonserver on {repository}"):
+            server.start()
+            server.wait_until_ready()
+        yield config.http_url, config.grpc_url, f"{config.host}:{config.metrics_port}"
+    finally:
+        server.stop()
+
+
+def _gate(run: RunResult, criteria: CapacityCriteria, required_rps: float | None) -> tuple[bool, str]:
+    """With a required rps: the capacity gate; without: every step must meet the SLO and the error budget."""
+    capacity = find_capacity(run.steps, criteria)
+    if required_rps is not None:
+        gate = capacity_gate(capacity, required_rps)
+        return gate.passed, gate.message
+    failing = [v for v in capacity.verdicts if not v.qualifies]
+    if not failing:
+        return True, f"PASS: every step kept {criteria.describe()}."
+    parts = []
+    for verdict in failing:
+        step = verdict.step
+        misses = []
+        if not verdict.meets_latency:
+            misses.append(f"{criteria.percentile.value} {_fmt(verdict.latency_ms)} > {criteria.slo_ms:g} ms")
+        if not verdict.meets_errors:
+            kinds = ", ".join(f"{k} ×{c}" for k, c in sorted(step.errors.items()))
+            misses.append(f"error rate {step.error_rate:.2%} > {criteria.error_budget:.2%} ({kinds})")
+        parts.append(f"step {step.index} ({step.load_label}): {'; '.join(misses)}")
+    return False, "FAIL: " + " | ".join(parts)
+
+
+def _run(config: LoadTestConfig, out_dir: Path) -> RunResult:
+    from distil.loadtest.runner import run_load_test, write_run
+
+    load = "users" if config.mode is LoadMode.CLOSED else "rps"
+    levels = ", ".join(f"{s.level:g}" for s in config.steps)
+    err.print(
+        f"Load test: {config.mode.value} loop, {config.transport.value} to {config.target}, {len(config.steps)} "
+        f"step(s) of {levels} {load}, {config.total_duration_s:.0f} s in all.",
+        highlight=False,
+    )
+    run = run_load_test(config, out_dir, progress=_print_progress(len(config.steps), config.mode))
+    files = write_run(run, out_dir)
+    out.print(steps_table(run))
+    out.print(f"run record: {files.run_json}")
+    out.print(f"steps CSV:  {files.steps_csv}")
+    if files.log:
+        out.print(f"Locust log: {files.log}")
+    if not any(step.server for step in run.steps) and config.metrics_url:
+        err.print(f"note: Triton's /metrics at {config.metrics_url} could not be read; server counters are empty.")
+    return run
+
+
+def _finish(run: RunResult, criteria: CapacityCriteria | None, required_rps: float | None, ci: bool) -> None:
+    if criteria is None:
+        return
+    passed, message = _gate(run, criteria, required_rps)
+    (out if passed else err).print(message, highlight=False, soft_wrap=True)
+    if ci and not passed:
+        raise typer.Exit(GATE_FAILED)
+
+
+def _criteria(slo_ms: float | None, percentile: Percentile, error_budget: float, ci: bool) -> CapacityCriteria | None:
+    if slo_ms is None:
+        if ci:
+            raise ConfigError("--ci gates on the SLO: give --slo-ms (and --percentile, --error-budget).")
+        return None
+    return CapacityCriteria(slo_ms=slo_ms, percentile=percentile, error_budget=error_budget)
+
+
+@app.command("run")
+@reports_errors
+def run(
+    url: str | None = typer.Option(None, help="Server address [default: 127.0.0.1:8000, or :8001 for grpc]."),
+    protocol: Transport = typer.Option(Transport.http, "--protocol", help="http (JSON), http-binary or grpc."),
+    mode: LoadMode = typer.Option(LoadMode.CLOSED, help="closed: users back to back; open: constant arrival rate."),
+    shape: Shape = typer.Option(Shape.step, help="step: each level in turn; constant: one level; spike: base,peak."),
+    levels: str = typer.Option("1,2,4,8", help="Users (closed) or requests/s (open) per step, comma-separated."),
+    step_duration: float = typer.Option(10.0, "--step-duration", "--duration", help="Seconds per step."),
+    batch_size: int = typer.Option(1, help="Texts per request (client-side batching)."),
+    corpus: Path | None = typer.Option(None, help="UTF-8 file, one text per line [default: the built-in corpus]."),
+    model: str = typer.Option("distilbert", help="Model to query."),
+    metrics_url: str = typer.Option("127.0.0.1:8002", help="Triton's metrics address; '' to skip scraping."),
+    max_requests: int = typer.Option(1_000_000, help="Stop the run after this many requests."),
+    max_in_flight: int = typer.Option(64, help="Open loop: most requests in flight (worker threads)."),
+    request_timeout: float = typer.Option(30.0, help="Seconds before a request counts as a timeout."),
+    seed: int = typer.Option(0, help="Seed for drawing texts from the corpus."),
+    out_dir: Path | None = typer.Option(None, "--out", help="Output folder [default: artifacts/loadtest/<time>]."),
+    slo_ms: float | None = typer.Option(None, help="Latency SLO in ms for the verdict (and --ci)."),
+    percentile: Percentile = typer.Option(Percentile.P95, help="Percentile the SLO applies to."),
+    error_budget: float = typer.Option(DEFAULT_ERROR_BUDGET, help="Largest acceptable error rate (0.001 = 0.1%)."),
+    required_rps: float | None = typer.Option(
+        None, help="With --ci: pass when capacity ≥ this; without it every step must meet the SLO."
+    ),
+    ci: bool = typer.Option(False, "--ci", help=f"Exit {GATE_FAILED} when the SLO or error budget is missed."),
+    serve: Path | None = typer.Option(
+        None, "--serve", help="Start tritonserver on free ports for this repository, test it, stop it."
+    ),
+) -> None:
+    """Apply step, constant or spike load headless; write run.json and steps.csv; optionally gate on an SLO."""
+    criteria = _criteria(slo_ms, percentile, error_budget, ci)
+    steps = build_steps(shape, parse_levels(levels), step_duration)
+    out_dir = out_dir or _default_out()
+    with _served(serve) as (http_url, grpc_url, served_metrics):
+        if serve is not None:
+            url = grpc_url if protocol is Transport.grpc else http_url
+            metrics_url = served_metrics or ""
+        config = LoadTestConfig(
+            url=url or f"127.0.0.1:{default_port(protocol)}",
+            transport=protocol,
+            mode=mode,
+            steps=steps,
+            model=model,
+            batch_size=batch_size,
+            corpus=corpus,
+            seed=seed,
+            max_requests=max_requests,
+            request_timeout_s=request_timeout,
+            max_in_flight=max_in_flight,
+            metrics_url=metrics_url or None,
+        )
+        result = _run(config, out_dir)
+    _finish(result, criteria, required_rps, ci)
+
+
+def _print_analysis(analysis: Analysis) -> None:
+    table = Table(title="Capacity of one replica", title_justify="left", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("", overflow="fold")
+    capacity = analysis.capacity
+    table.add_row("criteria", capacity.criteria.describe())
+    table.add_row("capacity", _fmt(capacity.capacity_rps, " rps") if capacity.found else "none under this SLO")
+    table.add_row("", capacity.message)
+    table.add_row("knee", analysis.knee.message)
+    table.add_row("saturation", analysis.saturation.message)
+    out.print(table)
+    for warning in analysis.warnings:
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+
+
+@app.command("analyze")
+@reports_errors
+def analyze_cmd(
+    run_json: Path = typer.Argument(..., help="run.json written by `distil loadtest run`."),
+    slo_ms: float = typer.Option(..., help="Latency SLO in ms."),
+    percentile: Percentile = typer.Option(Percentile.P95, help="Percentile the SLO applies to."),
+    error_budget: float = typer.Option(DEFAULT_ERROR_BUDGET, help="Largest acceptable error rate (0.001 = 0.1%)."),
+    out_dir: Path | None = typer.Option(None, "--out", help="Report folder [default: next to RUN_JSON, report/]."),
+    report: bool = typer.Option(True, "--report/--no-report", help="Write report.md, report.html and PNG plots."),
+) -> None:
+    """Capacity, knee and saturation of a recorded run; writes the report with plots."""
+    run = load_run(run_json)
+    result = analyze(run, CapacityCriteria(slo_ms=slo_ms, percentile=percentile, error_budget=error_budget))
+    out.print(steps_table(run))
+    _print_analysis(result)
+    if report:
+        from distil.loadtest.report import write_report
+
+        target = out_dir or run_json.parent / "report"
+        with stage("Writing the report"):
+            files = write_report(run, result, target)
+        out.print(f"report:     {files.markdown}")
+        out.print(f"            {files.html}")
+        for path in files.plots.values():
+            out.print(f"plot:       {path}")
+
+
+@app.command("smoke")
+@reports_errors
+def smoke(
+    repository: Path = typer.Option(..., "--repository", "-r", help="Repository from `distil build-engines`."),
+    out_dir: Path = typer.Option(Path("artifacts/ci-loadtest"), "--out", help="Output folder."),
+    levels: str = typer.Option("1,4", help="Users per step."),
+    step_duration: float = typer.Option(5.0, help="Seconds per step."),
+    protocol: Transport = typer.Option(Transport.http, "--protocol", help="http, http-binary or grpc."),
+    slo_ms: float = typer.Option(1000.0, help="p99 latency limit in ms (generous: CI machines vary)."),
+) -> None:
+    """CI smoke test: serve REPOSITORY on free ports, run a short step load, fail on any error or SLO miss."""
+    steps = build_steps(Shape.step, parse_levels(levels), step_duration)
+    criteria = CapacityCriteria(slo_ms=slo_ms, percentile=Percentile.P99, error_budget=0.0)
+    with _served(repository) as (http_url, grpc_url, metrics):
+        url = grpc_url if protocol is Transport.grpc else http_url
+        config = LoadTestConfig(
+            url=url or "", transport=protocol, steps=steps, metrics_url=metrics, max_requests=200_000
+        )
+        result = _run(config, out_dir)
+    from distil.loadtest.report import write_report
+
+    analysis = analyze(result, criteria)
+    files = write_report(result, analysis, out_dir / "report")
+    out.print(f"report:     {files.markdown}")
+    _finish(result, criteria, None, ci=True)
+
+
+def _metric_type(value: str, kind: Any) -> Any:
+    try:
+        return kind(value)
+    except ValueError:
+        choices = ", ".join(m.value for m in kind)
+        raise ConfigError(f"--metric {value!r} is unknown; choose one of {choices}.") from None
+
+
+@reports_errors
+def capacity(
+    run_json: Path = typer.Argument(..., help="run.json written by `distil loadtest run`."),
+    baseline_rps: float = typer.Option(..., help="Everyday traffic, requests/s."),
+    peak_rps: float = typer.Option(..., help="Peak traffic, requests/s."),
+    slo_ms: float = typer.Option(..., help="Latency SLO in ms."),
+    percentile: Percentile = typer.Option(Percentile.P95, help="Percentile the SLO applies to."),
+    error_budget: float = typer.Option(DEFAULT_ERROR_BUDGET, help="Largest acceptable error rate."),
+    headroom: float = typer.Option(0.7, help="Fraction of one replica's capacity each pod may use."),
+    min_replicas: int = typer.Option(2, help="Availability floor for minReplicas."),
+    spare_replicas: int = typer.Option(1, help="Replicas above the peak need (one pod lost or rolling)."),
+    metric: str = typer.Option("inferenceRate", help="HPA metric: inferenceRate, queueComputeRatio or cpu."),
+    out_dir: Path | None = typer.Option(None, "--out", help="Folder for the files [default: next to RUN_JSON]."),
+) -> None:
+    """Replica capacity → HPA settings: writes the Helm values overlay and the Prometheus/adapter rules."""
+    from distil.loadtest.thresholds import (
+        HpaConfig,
+        MetricType,
+        adapter_rules_yaml,
+        recommend_hpa,
+        recording_rules_yaml,
+        values_overlay_yaml,
+    )
+
+    run = load_run(run_json)
+    criteria = CapacityCriteria(slo_ms=slo_ms, percentile=percentile, error_budget=error_budget)
+    hpa = HpaConfig(
+        baseline_rps=baseline_rps,
+        peak_rps=peak_rps,
+        headroom=headroom,
+        min_replicas=min_replicas,
+        spare_replicas=spare_replicas,
+        metric=_metric_type(metric, MetricType),
+    )
+    found = find_capacity(run.steps, criteria)
+    recommendation = recommend_hpa(run, found, hpa)
+    target = out_dir or run_json.parent
+    target.mkdir(parents=True, exist_ok=True)
+    written = {
+        "values-autoscaling.yaml": values_overlay_yaml(recommendation),
+        "recording-rules.yaml": recording_rules_yaml(run.model),
+        "adapter-rules.yaml": adapter_rules_yaml(),
+    }
+    for name, text in written.items():
+        (target / name).write_text(text, encoding="utf-8")
+
+    table = Table(title=f"HPA for {recommendation.model}", title_justify="left", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("")
+    table.add_row("capacity", f"{recommendation.capacity_rps:.1f} rps per replica ({criteria.describe()})")
+    table.add_row("target", f"{recommendation.inference_rate_quantity} inferences/s per pod (× {headroom:g} headroom)")
+    table.add_row("replicas", f"min {recommendation.min_replicas}, max {recommendation.max_replicas}")
+    table.add_row("metric", recommendation.metric.value)
+    ratio = recommendation.queue_compute_ratio_quantity
+    table.add_row("queue:compute", ratio if ratio is not None else "not measured")
+    table.add_row(
+        "check",
+        f"peak {peak_rps:g} rps / {recommendation.target_inference_rate:.1f} per pod = "
+        f"{math.ceil(peak_rps / recommendation.target_inference_rate)} pods + {spare_replicas} spare",
+    )
+    out.print(table)
+    for note in recommendation.notes:
+        err.print(f"note: {note}", highlight=False)
+    for name in written:
+        out.print(f"wrote: {target / name}")

@@ -1,0 +1,104 @@
+"""Locust entry point for Triton's ``distilbert`` ensemble.
+
+Interactive (web UI)::
+
+    locust -f loadtest/locustfile.py --host http://127.0.0.1:8000
+    locust -f loadtest/locustfile.py --host 127.0.0.1:8001 --transport grpc --batch-size 4
+
+Headless runs driven by ``distil loadtest run`` set ``DISTIL_LOADTEST_PLAN`` to a JSON plan; then
+a load shape applies its steps, scrapes Triton's ``/metrics`` at every step boundary, prints one
+``DISTIL-STEP`` line per finished step and writes the exact per-request record for the parent.
+"""
+
+import locust  # noqa: I001 - first, so gevent patches the standard library before anything uses it
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from locust import LoadTestShape, events
+
+from distil.loadtest.metrics_scrape import scrape
+from distil.loadtest.results import latency_percentiles
+from distil.loadtest.users import LIMITS, RECORDER, TritonUser
+
+__all__ = ["TritonUser", "locust"]
+
+PLAN_ENV = "DISTIL_LOADTEST_PLAN"
+STEP_LINE = "DISTIL-STEP "
+
+
+def _write_record(plan: dict[str, Any]) -> None:
+    path = Path(plan["record_path"])
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(RECORDER.to_dict()), encoding="utf-8")
+    partial.replace(path)
+
+
+if os.environ.get(PLAN_ENV):
+    PLAN: dict[str, Any] = json.loads(Path(os.environ[PLAN_ENV]).read_text(encoding="utf-8"))
+    LIMITS["max_requests"] = int(PLAN["max_requests"])
+
+    class DistilStepShape(LoadTestShape):
+        """The plan's steps in order, ended early when the run's request bound is reached."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.index = -1
+            self.finished = False
+            self.ends: list[float] = []
+            total = 0.0
+            for step in PLAN["steps"]:
+                total += float(step["duration_s"])
+                self.ends.append(total)
+
+        def _report(self) -> None:
+            step = RECORDER.current
+            if step is None:
+                return
+            latency = latency_percentiles(step.latencies_us)
+            line = {
+                "index": step.index,
+                "level": step.level,
+                "requests": step.completed,
+                "errors": sum(step.errors.values()),
+                "p50_ms": latency.p50_ms,
+                "p99_ms": latency.p99_ms,
+                "duration_s": (step.end_s or time.monotonic()) - step.start_s,
+            }
+            sys.stdout.write(STEP_LINE + json.dumps(line) + "\n")
+            sys.stdout.flush()
+
+        def _finish(self) -> None:
+            if not self.finished:
+                self.finished = True
+                RECORDER.end_step(time.monotonic(), scrape(PLAN.get("metrics_endpoint")))
+                self._report()
+                _write_record(PLAN)
+
+        def tick(self) -> tuple[int, float] | None:
+            run_time = self.get_run_time()
+            bound_reached = RECORDER.total_sent >= LIMITS["max_requests"]
+            index = next((k for k, end in enumerate(self.ends) if run_time < end), None)
+            if index is None or bound_reached or self.finished:
+                self._finish()
+                return None
+            if index != self.index:
+                metrics = scrape(PLAN.get("metrics_endpoint"))
+                now = time.monotonic()
+                if self.index >= 0:
+                    RECORDER.end_step(now, metrics)
+                    self._report()
+                RECORDER.begin_step(index, float(PLAN["steps"][index]["level"]), now, metrics)
+                self.index = index
+            users = int(PLAN["steps"][index]["level"])
+            return users, float(PLAN.get("spawn_rate") or max(10.0 * users, 50.0))
+
+    @events.quitting.add_listener
+    def _on_quitting(environment: Any, **_: Any) -> None:
+        shape = environment.shape_class
+        if isinstance(shape, DistilStepShape):
+            shape._finish()

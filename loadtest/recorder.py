@@ -1,0 +1,140 @@
+"""The client's own record of a run: per step, each request's exact latency in microseconds and each error.
+
+Locust rounds response times and the open-loop scheduler has no statistics of its own, so both
+write here: the latency of every successful request (from ``perf_counter_ns``), the count of
+requests sent and completed, and errors by kind. A request belongs to the step in which it was
+sent (or, open loop, was due to be sent). The record turns into :class:`StepResult` objects, and
+travels between processes as JSON (the Locust run happens in a child process).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from distil.loadtest.results import (
+    LoadMode,
+    StepResult,
+    latency_percentiles,
+    metrics_delta,
+    parse_triton_metrics,
+)
+
+
+@dataclass
+class StepRecord:
+    """Raw counts of one step; ``start_s``/``end_s`` are monotonic seconds, only their difference matters."""
+
+    index: int
+    level: float
+    start_s: float
+    end_s: float | None = None
+    sent: int = 0
+    latencies_us: list[float] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+    error_samples: dict[str, str] = field(default_factory=dict)
+    metrics_before: str | None = None
+    metrics_after: str | None = None
+
+    @property
+    def completed(self) -> int:
+        return len(self.latencies_us) + sum(self.errors.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "level": self.level,
+            "start_s": self.start_s,
+            "end_s": self.end_s,
+            "sent": self.sent,
+            "latencies_us": self.latencies_us,
+            "errors": dict(self.errors),
+            "error_samples": self.error_samples,
+            "metrics_before": self.metrics_before,
+            "metrics_after": self.metrics_after,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StepRecord:
+        return cls(
+            index=int(data["index"]),
+            level=float(data["level"]),
+            start_s=float(data["start_s"]),
+            end_s=None if data.get("end_s") is None else float(data["end_s"]),
+            sent=int(data["sent"]),
+            latencies_us=[float(v) for v in data["latencies_us"]],
+            errors=Counter({str(k): int(v) for k, v in data["errors"].items()}),
+            error_samples={str(k): str(v) for k, v in data.get("error_samples", {}).items()},
+            metrics_before=data.get("metrics_before"),
+            metrics_after=data.get("metrics_after"),
+        )
+
+    def to_result(self, mode: LoadMode) -> StepResult:
+        """The step as the analysis reads it; server counters only when both scrapes worked."""
+        end = self.end_s if self.end_s is not None else self.start_s
+        duration = max(end - self.start_s, 1e-3)
+        server = {}
+        if self.metrics_before is not None and self.metrics_after is not None:
+            server = metrics_delta(parse_triton_metrics(self.metrics_before), parse_triton_metrics(self.metrics_after))
+        closed = mode is LoadMode.CLOSED
+        return StepResult(
+            index=self.index,
+            mode=mode,
+            duration_s=duration,
+            offered_rps=self.sent / duration,
+            achieved_rps=len(self.latencies_us) / duration,
+            requests=self.completed,
+            errors=dict(self.errors),
+            latency=latency_percentiles(self.latencies_us),
+            users=int(self.level) if closed else None,
+            target_rps=None if closed else self.level,
+            server=server,
+        )
+
+
+class Recorder:
+    """Thread- and greenlet-safe record of a run's steps; requests go to the step current when sent."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.steps: list[StepRecord] = []
+        self.total_sent = 0
+
+    @property
+    def current(self) -> StepRecord | None:
+        return self.steps[-1] if self.steps else None
+
+    def begin_step(self, index: int, level: float, now_s: float, metrics: str | None) -> StepRecord:
+        with self._lock:
+            if self.steps and self.steps[-1].end_s is None:
+                self.steps[-1].end_s = now_s
+            step = StepRecord(index=index, level=level, start_s=now_s, metrics_before=metrics)
+            self.steps.append(step)
+            return step
+
+    def end_step(self, now_s: float, metrics: str | None) -> None:
+        with self._lock:
+            if self.steps and self.steps[-1].end_s is None:
+                self.steps[-1].end_s = now_s
+                self.steps[-1].metrics_after = metrics
+
+    def sent(self, step: StepRecord) -> None:
+        with self._lock:
+            step.sent += 1
+            self.total_sent += 1
+
+    def success(self, step: StepRecord, latency_us: float) -> None:
+        with self._lock:
+            step.latencies_us.append(latency_us)
+
+    def failure(self, step: StepRecord, kind: str, detail: str = "") -> None:
+        with self._lock:
+            step.errors[kind] += 1
+            step.error_samples.setdefault(kind, detail[:300])
+
+    def to_dict(self) -> dict[str, Any]:
+        with self._lock:
+            return {"steps": [step.to_dict() for step in self.steps]}

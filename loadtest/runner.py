@@ -1,0 +1,252 @@
+"""Run a load test headless and record it: closed loop through Locust, open loop through our scheduler.
+
+The closed loop runs Locust in a child process (``locust --headless`` on :mod:`locustfile` with a
+plan file), which keeps gevent's monkey-patching out of this process and out of pytest. The open
+loop runs :mod:`open_loop` threads here. Both write the same :class:`Recorder` record, scrape
+Triton's ``/metrics`` at every step boundary, and end as a :class:`RunResult`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any
+
+from distil.errors import LoadTestError
+from distil.loadtest.corpus import TextSampler, read_corpus
+from distil.loadtest.metrics_scrape import metrics_endpoint, scrape
+from distil.loadtest.open_loop import open_loop_pool, run_open_step
+from distil.loadtest.protocol import RequestError, Transport, default_port, make_requester, parse_target
+from distil.loadtest.recorder import Recorder, StepRecord
+from distil.loadtest.results import LoadMode, RunResult, save_run, write_steps_csv
+from distil.loadtest.shapes import LoadTestConfig
+
+LOCUSTFILE = Path(__file__).with_name("locustfile.py")
+STEP_LINE = "DISTIL-STEP "
+# Locust's own start-up (imports, spawning) on top of the planned steps before we give up on it.
+_LOCUST_GRACE_S = 60.0
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    run_json: Path
+    steps_csv: Path
+    log: Path | None
+
+
+def _scheme(transport: Transport) -> str:
+    return "grpc" if transport is Transport.grpc else "http"
+
+
+def machine_description() -> str:
+    return f"{platform.node()} ({platform.machine()}, {os.cpu_count()} CPUs, {platform.system()})"
+
+
+def check_server(config: LoadTestConfig) -> None:
+    """One request before the run, so that a wrong address fails in seconds with a clear message."""
+    target = parse_target(config.url, default_port(config.transport))
+    corpus = read_corpus(config.corpus)
+    texts = [corpus[k % len(corpus)] for k in range(config.batch_size)]
+    requester = make_requester(config.transport, target, config.model, min(config.request_timeout_s, 30.0))
+    try:
+        requester.infer(texts)
+    except RequestError as exc:
+        hint = (
+            "is a server running there? Start one with `distil serve --repository DIR` (or pass --url to point at it)."
+            if exc.kind in ("connection", "timeout", "grpc_UNAVAILABLE") or exc.kind.startswith("grpc_UNAVAILABLE")
+            else "the server answered, but not with a valid inference response for this model."
+        )
+        raise LoadTestError(
+            f"the first {config.transport.value} request to {config.model!r} at {target.address} failed "
+            f"({exc.kind}): {exc.detail.strip()[:300]} — {hint}"
+        ) from None
+    finally:
+        requester.close()
+
+
+def run_load_test(config: LoadTestConfig, work_dir: Path, progress: Progress | None = None) -> RunResult:
+    """Apply ``config``'s steps to the server and return the recorded run (``work_dir`` receives logs)."""
+    check_server(config)
+    started_at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    steps = _run_open(config, progress) if config.mode is LoadMode.OPEN else _run_locust(config, work_dir, progress)
+    results = tuple(step.to_result(config.mode) for step in steps if step.end_s is not None)
+    if not results:
+        raise LoadTestError("the run recorded no step; see the Locust log in the output folder.")
+    return RunResult(
+        target_url=f"{_scheme(config.transport)}://{config.target}",
+        protocol=config.transport.value,
+        model=config.model,
+        started_at=started_at,
+        machine=machine_description(),
+        steps=results,
+    )
+
+
+def write_run(run: RunResult, out_dir: Path) -> RunFiles:
+    run_json = save_run(run, out_dir / "run.json")
+    steps_csv = write_steps_csv(run.steps, out_dir / "steps.csv")
+    log = out_dir / "locust.log"
+    return RunFiles(run_json, steps_csv, log if log.exists() else None)
+
+
+def _endpoint(config: LoadTestConfig) -> str | None:
+    return metrics_endpoint(config.metrics_url) if config.metrics_url else None
+
+
+def _progress_line(step: StepRecord) -> dict[str, Any]:
+    result = step.to_result(LoadMode.OPEN) if step.end_s is not None else None
+    return {
+        "index": step.index,
+        "level": step.level,
+        "requests": step.completed,
+        "errors": sum(step.errors.values()),
+        "p50_ms": result.latency.p50_ms if result else None,
+        "p99_ms": result.latency.p99_ms if result else None,
+        "duration_s": result.duration_s if result else None,
+    }
+
+
+def _run_open(config: LoadTestConfig, progress: Progress | None) -> list[StepRecord]:
+    texts = read_corpus(config.corpus)
+    target = parse_target(config.url, default_port(config.transport))
+    endpoint = _endpoint(config)
+    recorder = Recorder()
+    requesters, samplers = open_loop_pool(
+        config.max_in_flight,
+        lambda: make_requester(config.transport, target, config.model, config.request_timeout_s),
+        lambda k: TextSampler(texts, config.batch_size, None if config.seed is None else config.seed + k),
+    )
+    try:
+        metrics = scrape(endpoint)
+        for index, load in enumerate(config.steps):
+            step = recorder.begin_step(index, load.level, time.monotonic(), metrics)
+            budget = config.max_requests - recorder.total_sent
+            if budget <= 0:
+                recorder.end_step(step.start_s + 1e-3, metrics)
+                break
+            run_open_step(
+                step,
+                load.level,
+                load.duration_s,
+                requesters,
+                samplers,
+                recorder,
+                budget,
+                drain_s=config.request_timeout_s,
+            )
+            metrics = scrape(endpoint)
+            # The step's window is its arrival schedule; requests drained after it still count in it.
+            recorder.end_step(step.start_s + load.duration_s, metrics)
+            if progress:
+                progress(_progress_line(step))
+    finally:
+        for requester in requesters:
+            requester.close()
+    return recorder.steps
+
+
+def locust_command(config: LoadTestConfig) -> list[str]:
+    corpus = str(config.corpus.resolve()) if config.corpus else ""
+    return [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(LOCUSTFILE),
+        "--headless",
+        "--host",
+        f"{_scheme(config.transport)}://{config.target}",
+        "--transport",
+        config.transport.value,
+        "--model-name",
+        config.model,
+        "--batch-size",
+        str(config.batch_size),
+        "--corpus",
+        corpus,
+        "--request-timeout",
+        str(config.request_timeout_s),
+        "--seed",
+        str(-1 if config.seed is None else config.seed),
+        "--loglevel",
+        "WARNING",
+        "--exit-code-on-error",
+        "0",
+    ]
+
+
+def _run_locust(config: LoadTestConfig, work_dir: Path, progress: Progress | None) -> list[StepRecord]:
+    work_dir.mkdir(parents=True, exist_ok=True)
+    log_path = work_dir / "locust.log"
+    with tempfile.TemporaryDirectory(prefix="distil-locust-") as tmp:
+        plan_path, record_path = Path(tmp) / "plan.json", Path(tmp) / "record.json"
+        plan = {
+            "steps": [{"level": s.level, "duration_s": s.duration_s} for s in config.steps],
+            "metrics_endpoint": _endpoint(config),
+            "record_path": str(record_path),
+            "max_requests": config.max_requests,
+            "spawn_rate": config.spawn_rate,
+        }
+        plan_path.write_text(json.dumps(plan), encoding="utf-8")
+        env = dict(os.environ, DISTIL_LOADTEST_PLAN=str(plan_path), PYTHONUNBUFFERED="1")
+        deadline = time.monotonic() + config.total_duration_s + config.request_timeout_s + _LOCUST_GRACE_S
+        with log_path.open("w", encoding="utf-8") as log:
+            process = subprocess.Popen(
+                locust_command(config),
+                cwd=tmp,  # no stray locust.conf from the caller's folder
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                text=True,
+                start_new_session=True,
+            )
+            reader = threading.Thread(target=_pump, args=(process.stdout, log, progress), daemon=True)
+            reader.start()
+            try:
+                process.wait(timeout=max(deadline - time.monotonic(), 1.0))
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+                raise LoadTestError(
+                    f"Locust did not finish within {config.total_duration_s + _LOCUST_GRACE_S:.0f} s of the planned "
+                    f"{config.total_duration_s:.0f} s and was stopped; see {log_path}."
+                ) from None
+            except BaseException:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+                raise
+            finally:
+                reader.join(5.0)
+        if not record_path.exists():
+            tail = "\n".join(log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-20:])
+            raise LoadTestError(
+                f"Locust exited with code {process.returncode} without writing its record. "
+                f"Last lines of {log_path}:\n{tail}"
+            )
+        data = json.loads(record_path.read_text(encoding="utf-8"))
+    return [StepRecord.from_dict(step) for step in data["steps"]]
+
+
+def _pump(stream: IO[str] | None, log: IO[str], progress: Progress | None) -> None:
+    if stream is None:
+        return
+    for line in stream:
+        if line.startswith(STEP_LINE):
+            if progress:
+                progress(json.loads(line[len(STEP_LINE) :]))
+        else:
+            log.write(line)

@@ -1,0 +1,138 @@
+"""The Locust user for Triton: HTTP (JSON or binary tensors) or gRPC, one request per task.
+
+Like locust's ``examples/grpc/grpc_user.py`` it times each request itself and fires
+``environment.events.request`` with ``response_time`` and ``exception``, so Locust's statistics
+and web UI see every request. It also writes the exact latency (``perf_counter_ns``) to the
+module's :data:`RECORDER` when a distil run drives the test, because Locust rounds its own.
+
+Import this module only from a locustfile, after ``import locust`` (gevent monkey-patching).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import gevent
+from locust import User, constant, events, task
+
+from distil.errors import DistilError
+from distil.loadtest.corpus import TextSampler, read_corpus
+from distil.loadtest.protocol import Requester, RequestError, Transport, default_port, make_requester, parse_target
+from distil.loadtest.recorder import Recorder
+
+RECORDER = Recorder()
+# Set by the distil plan (if any): the run's request bound.
+LIMITS: dict[str, int] = {"max_requests": 0}
+
+
+@events.init_command_line_parser.add_listener
+def _options(parser: Any) -> None:
+    group = parser.add_argument_group("distil", "Triton inference options")
+    group.add_argument(
+        "--transport",
+        choices=[t.value for t in Transport],
+        default=Transport.http.value,
+        env_var="DISTIL_TRANSPORT",
+        help="http (KServe v2 JSON), http-binary (binary tensor extension) or grpc (host 127.0.0.1:8001)",
+    )
+    group.add_argument("--model-name", default="distilbert", env_var="DISTIL_MODEL", help="Triton model to query")
+    group.add_argument("--batch-size", type=int, default=1, env_var="DISTIL_BATCH_SIZE", help="texts per request")
+    group.add_argument("--corpus", default="", env_var="DISTIL_CORPUS", help="UTF-8 file, one text per line")
+    group.add_argument(
+        "--request-timeout", type=float, default=30.0, env_var="DISTIL_REQUEST_TIMEOUT", help="seconds per request"
+    )
+    group.add_argument("--seed", type=int, default=-1, env_var="DISTIL_SEED", help="corpus sampling seed (-1: random)")
+
+
+_GREENLET_SAFE_GRPC = False
+
+
+def _grpc_under_gevent() -> None:
+    """gRPC's own threads would block the gevent hub; its gevent mode makes them cooperate."""
+    global _GREENLET_SAFE_GRPC
+    if not _GREENLET_SAFE_GRPC:
+        import grpc.experimental.gevent as grpc_gevent
+
+        grpc_gevent.init_gevent()
+        _GREENLET_SAFE_GRPC = True
+
+
+class TritonUser(User):
+    """Sends texts drawn from the corpus to Triton, back to back (closed loop)."""
+
+    wait_time = constant(0)
+    _texts: tuple[str, ...] | None = None
+    _users = 0
+
+    def on_start(self) -> None:
+        options = self.environment.parsed_options
+        self.transport = Transport(getattr(options, "transport", Transport.http.value))
+        self.model = getattr(options, "model_name", "distilbert")
+        corpus = getattr(options, "corpus", "")
+        seed = getattr(options, "seed", -1)
+        try:
+            if TritonUser._texts is None:
+                TritonUser._texts = read_corpus(Path(corpus) if corpus else None)
+            target = parse_target(self.host or "127.0.0.1", default_port(self.transport))
+            if self.transport is Transport.grpc:
+                _grpc_under_gevent()
+            self.requester: Requester = make_requester(
+                self.transport, target, self.model, float(getattr(options, "request_timeout", 30.0))
+            )
+            TritonUser._users += 1
+            self.sampler = TextSampler(
+                TritonUser._texts,
+                int(getattr(options, "batch_size", 1)),
+                seed=None if seed < 0 else seed + TritonUser._users,
+            )
+        except DistilError as exc:
+            # A wrong host or corpus is the same for every user: stop the whole test with the reason.
+            self.environment.events.request.fire(
+                request_type="setup",
+                name="configuration",
+                response_time=0,
+                response_length=0,
+                exception=exc,
+                context={},
+            )
+            if self.environment.runner is not None:
+                self.environment.runner.quit()
+            raise
+
+    def on_stop(self) -> None:
+        requester = getattr(self, "requester", None)
+        if requester is not None:
+            requester.close()
+
+    @task
+    def infer(self) -> None:
+        limit = LIMITS["max_requests"]
+        if limit and RECORDER.total_sent >= limit:
+            gevent.sleep(0.1)  # the run's request bound is reached; the shape ends the test at its next tick
+            return
+        step = RECORDER.current
+        texts = self.sampler.batch()
+        if step is not None:
+            RECORDER.sent(step)
+        exception: RequestError | None = None
+        started = time.perf_counter_ns()
+        try:
+            self.requester.infer(texts)
+        except RequestError as exc:
+            exception = exc
+        elapsed_ns = time.perf_counter_ns() - started
+        self.environment.events.request.fire(
+            request_type=self.transport.value,
+            name=self.model,
+            response_time=elapsed_ns / 1e6,
+            response_length=len(texts),
+            exception=exception,
+            context={},
+        )
+        if step is not None:
+            if exception is None:
+                RECORDER.success(step, elapsed_ns / 1000.0)
+            else:
+                RECORDER.failure(step, exception.kind, exception.detail)

@@ -1,0 +1,61 @@
+"""Open loop vs closed loop against a server that stalls once: only the open loop reports the stall honestly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from distil.loadtest.results import LoadMode
+from distil.loadtest.runner import run_load_test
+from distil.loadtest.shapes import LoadStep, LoadTestConfig
+from tests.unit.loadtest.stall_server import StallServer
+
+
+def _run(mode: LoadMode, level: float, tmp_path: Path, **server: object):
+    with StallServer(**server) as fake:  # type: ignore[arg-type]
+        config = LoadTestConfig(url=fake.url, mode=mode, steps=(LoadStep(level, 3.0),), metrics_url=None)
+        return run_load_test(config, tmp_path).steps[0]
+
+
+@pytest.mark.slow
+def test_open_loop_reports_a_stall_that_the_closed_loop_hides(tmp_path: Path) -> None:
+    closed = _run(LoadMode.CLOSED, 1, tmp_path / "closed")
+    open_ = _run(LoadMode.OPEN, 100, tmp_path / "open")
+
+    assert closed.errors == {} and open_.errors == {}
+    assert closed.latency.p99_ms is not None and open_.latency.p99_ms is not None
+    # One 1 s stall: the closed-loop user waited once and then carried on, so it is 1 sample of
+    # thousands; the open loop had ~100 requests due during the stall, each late by up to 1 s.
+    assert closed.requests > 500
+    assert closed.latency.p99_ms < 100
+    assert open_.latency.p99_ms > 500
+    assert open_.latency.p99_ms > 10 * closed.latency.p99_ms
+
+
+def test_open_loop_keeps_its_arrival_rate_and_counts_http_errors_by_kind(tmp_path: Path) -> None:
+    # stall_at=1 stalls the preflight request only briefly; status 503 makes every request fail.
+    with StallServer(stall_at=0, status=200) as fake:
+        config = LoadTestConfig(url=fake.url, mode=LoadMode.OPEN, steps=(LoadStep(50, 2.0),), metrics_url=None)
+        step = run_load_test(config, tmp_path).steps[0]
+    assert step.requests == 100
+    assert step.offered_rps == pytest.approx(50, rel=0.05)
+    assert step.target_rps == 50 and step.users is None
+
+    with StallServer(stall_at=0, status=503) as failing:
+        from distil.loadtest.protocol import HttpRequester, RequestError, parse_target
+
+        requester = HttpRequester(parse_target(failing.url, 8000))
+        with pytest.raises(RequestError) as caught:
+            requester.infer(["hello"])
+        requester.close()
+    assert caught.value.kind == "http_503: model is overloaded"
+
+
+def test_open_loop_honours_the_request_bound(tmp_path: Path) -> None:
+    with StallServer(stall_at=0) as fake:
+        config = LoadTestConfig(
+            url=fake.url, mode=LoadMode.OPEN, steps=(LoadStep(200, 2.0),), metrics_url=None, max_requests=30
+        )
+        step = run_load_test(config, tmp_path).steps[0]
+    assert step.requests == 30
