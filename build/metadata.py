@@ -41,6 +41,7 @@ class BuildMetadata:
     opset: int
     target: str
     parity: dict[str, Any]
+    precision: dict[str, Any] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -49,13 +50,14 @@ class BuildMetadata:
                 "model": self.source.spec,
                 "kind": self.source.kind,
                 "revision": self.source.revision,
-                "untrained": self.source.untrained,
+                "toy": self.source.toy,
             },
             "labels": list(self.labels),
             "max_sequence_length": self.max_length,
             "opset": self.opset,
             "target": self.target,
             "parity": self.parity,
+            "precision": self.precision,
             "tool_versions": tool_versions(),
             "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "files": self.files,

@@ -11,10 +11,19 @@ from pathlib import Path
 from typing import Any
 
 from distil.build import metadata, model_source
+from distil.build.engines import TensorRTMode, compile_repository
 from distil.build.onnx_export import ExportConfig, ParityReport, check_parity, export_onnx
-from distil.errors import ConfigError, ModelSourceError
-from distil.model_repository.config import CLASSIFIER, RepositoryConfig
-from distil.model_repository.writer import ModelInterface, prepare_output, write_repository
+from distil.build.trt_engine import tensorrt_available
+from distil.build.variants import PrecisionConfig, PrecisionReport, build_variants
+from distil.errors import ConfigError, EngineBuildError, ModelSourceError
+from distil.model_repository.config import CLASSIFIER, RepositoryConfig, Target
+from distil.model_repository.writer import (
+    ModelInterface,
+    check_output,
+    prepare_output,
+    variant_names,
+    write_repository,
+)
 
 Stage = Callable[[str], AbstractContextManager[object]]
 
@@ -31,8 +40,13 @@ class BuildConfig:
     max_length: int | None = None
     export: ExportConfig = field(default_factory=ExportConfig)
     repository: RepositoryConfig = field(default_factory=RepositoryConfig)
+    precision: PrecisionConfig = field(default_factory=PrecisionConfig)
+    tensorrt: TensorRTMode = TensorRTMode.auto
+    workspace_mib: int = 4096
 
     def __post_init__(self) -> None:
+        if self.tensorrt is TensorRTMode.on and self.repository.target is not Target.gpu:
+            raise ConfigError("--tensorrt on needs --target gpu: TensorRT plans are served by NVIDIA's Triton image.")
         if not self.model.strip():
             raise ConfigError("--model is empty; give a hub id, a checkpoint directory or 'tiny'.")
         if self.max_length is not None and self.max_length < 2:
@@ -47,6 +61,8 @@ class BuildResult:
     max_length: int
     parity: ParityReport
     files: list[Path]
+    precision: PrecisionReport | None = None
+    notes: tuple[str, ...] = ()
 
 
 def _labels(id2label: Mapping[Any, str] | None) -> tuple[str, ...]:
@@ -70,6 +86,8 @@ def _max_length(requested: int | None, tokenizer_max: int, positions: int) -> in
 
 def build_engines(config: BuildConfig, stage: Stage = _no_progress) -> BuildResult:
     """Run every stage; raise a DistilError subclass that says what to do if one fails."""
+    check_output(config.output)
+    data = config.precision.load_data() if config.precision.gated else None
     with tempfile.TemporaryDirectory(prefix="distil-build-") as scratch:
         work = Path(scratch)
         with stage(f"Resolving model {config.model}"):
@@ -85,16 +103,32 @@ def build_engines(config: BuildConfig, stage: Stage = _no_progress) -> BuildResu
             pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
             pad_token = str(tokenizer.pad_token or "[PAD]")
 
+        fp32_file = work / "fp32.onnx"
+        with stage(f"Exporting to ONNX (opset {config.export.opset})"):
+            export_onnx(model, fp32_file, config.export, max_length)
+        with stage("Checking ONNX Runtime against PyTorch"):
+            parity = check_parity(model, fp32_file, config.export, max_length, pad_id)
+
+        target = config.repository.target
+        report = None
+        served, variants = fp32_file, {}
+        if config.precision.gated:
+            report = build_variants(
+                fp32_file, tokenizer, max_length, labels, config.precision, target.value, work, stage, data
+            )
+            for variant in report.kept():
+                if variant.precision is report.served:
+                    served = variant.file
+                else:
+                    variants[variant.precision.value] = variant.file
+
         root = config.output
         prepare_output(root)
-        onnx_file = root / CLASSIFIER / "1" / "model.onnx"
-        with stage(f"Exporting to ONNX (opset {config.export.opset})"):
-            export_onnx(model, onnx_file, config.export, max_length)
-        with stage("Checking ONNX Runtime against PyTorch"):
-            parity = check_parity(model, onnx_file, config.export, max_length, pad_id)
-        with stage(f"Writing Triton model repository ({config.repository.target.value})"):
-            interface = ModelInterface(onnx_file, tokenizer_dir, labels, max_length, pad_id, pad_token)
-            write_repository(root, interface, config.repository)
+        with stage(f"Writing Triton model repository ({target.value})"):
+            interface = ModelInterface(served, tokenizer_dir, labels, max_length, pad_id, pad_token)
+            write_repository(root, interface, config.repository, variants)
+            if report is not None:
+                report.write(root)
             metadata.write(
                 root,
                 metadata.BuildMetadata(
@@ -102,9 +136,34 @@ def build_engines(config: BuildConfig, stage: Stage = _no_progress) -> BuildResu
                     labels=labels,
                     max_length=max_length,
                     opset=config.export.opset,
-                    target=config.repository.target.value,
+                    target=target.value,
                     parity=parity.to_dict(),
+                    precision=_precision_metadata(report),
                 ),
             )
+
+    notes = []
+    if target is Target.gpu and config.tensorrt is not TensorRTMode.off:
+        available, why = tensorrt_available()
+        if available:
+            compile_repository(root, config.workspace_mib, stage)
+        elif config.tensorrt is TensorRTMode.on:
+            raise EngineBuildError(f"--tensorrt on: {why}. The ONNX repository was written to {root}.")
+        else:
+            notes.append(
+                f"No TensorRT engines: {why}. The repository serves the ONNX models with onnxruntime_onnx; "
+                f"to compile plans, run 'distil build-engines --from-onnx {root}' on the GPU node type."
+            )
     files = sorted(p for p in root.rglob("*") if p.is_file())
-    return BuildResult(source, root, labels, max_length, parity, files)
+    return BuildResult(source, root, labels, max_length, parity, files, report, tuple(notes))
+
+
+def _precision_metadata(report: PrecisionReport | None) -> dict[str, Any]:
+    if report is None:
+        return {"served": "fp32", "models": {CLASSIFIER: "fp32"}}
+    models = {CLASSIFIER: report.served.value}
+    for variant in report.kept():
+        if variant.precision is not report.served:
+            models[variant_names(variant.precision.value)[0]] = variant.precision.value
+    forms = {v.precision.value: v.form for v in report.kept()}
+    return {"served": report.served.value, "models": models, "forms": forms}

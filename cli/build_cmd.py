@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import shutil
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
 from distil.cli.console import err, out, quiet_libraries, reports_errors, stage
+from distil.errors import ConfigError
 from distil.model_repository.config import RepositoryConfig, Target, load_yaml
 
+if TYPE_CHECKING:
+    from distil.build.variants import Precision, PrecisionReport
+
 DEFAULT_MODEL = "distilbert-base-uncased-finetuned-sst-2-english"
+PRECISIONS = ("fp32", "fp16", "int8")
 
 
 def _size(path: Path) -> str:
@@ -22,18 +30,89 @@ def _size(path: Path) -> str:
     return f"{size:.1f} GiB"
 
 
+def parse_precisions(value: str) -> tuple[Precision, ...]:
+    from distil.build.variants import Precision
+
+    names = [part.strip().lower() for part in value.split(",") if part.strip()]
+    unknown = [name for name in names if name not in PRECISIONS]
+    if unknown or not names:
+        raise ConfigError(f"--precision {value!r}: use a comma-separated list of {', '.join(PRECISIONS)}.")
+    return tuple(Precision(name) for name in names)
+
+
+def files_table(root: Path, files: list[Path]) -> Table:
+    table = Table(title=f"Triton model repository: {root}", title_justify="left")
+    table.add_column("file")
+    table.add_column("size", justify="right")
+    for path in files:
+        table.add_row(path.relative_to(root).as_posix(), _size(path))
+    return table
+
+
+def precision_table(report: PrecisionReport) -> Table:
+    table = Table(
+        title=f"Accuracy gate against FP32 on {report.eval_source} (speed: ONNX Runtime CPU, this machine)",
+        title_justify="left",
+    )
+    for column in ("precision", "form", "agreement", "drift", "accuracy (fp32)", "texts/s", "speed-up", "kept"):
+        table.add_column(column, justify="right" if column in ("texts/s", "speed-up") else "left")
+    for v in report.variants:
+        a = v.agreement
+        accuracy = f"{a.accuracy:.3f} ({a.reference_accuracy:.3f})" if a and a.accuracy is not None else "-"
+        kept = "[green]yes[/]" if v.kept else ("[red]no (gate)[/]" if v.failures else "no")
+        table.add_row(
+            v.precision.value,
+            v.form,
+            f"{a.agreement:.1%}" if a else "reference",
+            f"{a.logit_drift:.1%}" if a else "-",
+            accuracy,
+            f"{v.texts_per_s:.1f}",
+            f"{v.speedup:.2f}x",
+            kept,
+        )
+    return table
+
+
+def precision_notes(report: PrecisionReport) -> list[str]:
+    notes = []
+    for v in report.variants:
+        if v.failures:
+            notes.append(f"{v.form} failed the gate: {'; '.join(v.failures)}")
+        if v.note:
+            notes.append(f"{v.form}: {v.note}")
+    return notes
+
+
 @reports_errors
 def build_engines(
-    output: Path = typer.Option(..., "--output", "-o", help="Folder for the Triton model repository (new or empty)."),
+    output: Path = typer.Option(None, "--output", "-o", help="Folder for the Triton model repository (new or empty)."),
     model: str = typer.Option(
-        DEFAULT_MODEL,
-        "--model",
-        "-m",
-        help="Hugging Face hub id, a local checkpoint directory, or 'tiny' (offline).",
+        DEFAULT_MODEL, "--model", "-m", help="Hugging Face hub id, a local checkpoint directory, or 'tiny' (offline)."
     ),
     target: Target = typer.Option(
-        Target.cpu, help="cpu: serve with the bundled tritonserver; gpu: NGC Triton image (onnxruntime_onnx)."
+        Target.cpu, help="cpu: serve with the bundled tritonserver; gpu: NGC Triton image (onnxruntime_onnx/TensorRT)."
     ),
+    precision: str = typer.Option("fp32", help="Comma-separated precisions to build: fp32, fp16, int8."),
+    calibration_data: str | None = typer.Option(
+        None, help="INT8 calibration text: .txt lines, .jsonl or .csv (see --text-column), or 'builtin'."
+    ),
+    eval_data: str | None = typer.Option(
+        None, help="Text for the accuracy gate (labels optional) [default: the built-in labelled set]."
+    ),
+    text_column: str = typer.Option("text", help="Text field in .jsonl/.csv data."),
+    label_column: str = typer.Option("label", help="Label field in .jsonl/.csv evaluation data."),
+    min_agreement: float = typer.Option(0.99, help="Gate: least top-1 agreement with FP32."),
+    max_accuracy_drop: float = typer.Option(0.01, help="Gate: largest accuracy drop (0.01 = 1 point)."),
+    max_logit_drift: float = typer.Option(0.10, help="Gate: largest mean |Δlogit| / mean |FP32 logit|."),
+    force: bool = typer.Option(False, "--force", help="Keep variants that fail the gate (the report says so)."),
+    serve_precision: str | None = typer.Option(
+        None, help="Precision 'distilbert' serves [default: int8 if kept, else fp16 on gpu, else fp32]."
+    ),
+    tensorrt: str = typer.Option("auto", help="gpu target: auto (plans if TensorRT and a GPU are here), on, off."),
+    from_onnx: Path | None = typer.Option(
+        None, help="Compile TensorRT plans for an existing --target gpu repository (on the GPU node)."
+    ),
+    workspace_mib: int = typer.Option(4096, help="TensorRT builder workspace in MiB."),
     revision: str | None = typer.Option(None, help="Hub revision (branch, tag or commit) to download."),
     max_length: int | None = typer.Option(None, help="Truncate texts to this many tokens [default: the model's]."),
     opset: int = typer.Option(18, help="ONNX opset (17 or newer)."),
@@ -44,21 +123,56 @@ def build_engines(
     max_batch_size: int | None = typer.Option(None, help="Classifier max batch size [default: 64]."),
     max_queue_delay_us: int | None = typer.Option(None, help="Classifier dynamic batcher delay [default: 2000]."),
     instances: int | None = typer.Option(None, help="Classifier instance count [default: 1]."),
+    max_queue_size: int | None = typer.Option(
+        None, help="Classifier queue bound; beyond it requests are rejected (0: unbounded) [default: 256]."
+    ),
+    queue_timeout_us: int | None = typer.Option(
+        None, help="Reject a request queued this long at the classifier (0: never) [default: 1000000]."
+    ),
     intra_op_threads: int | None = typer.Option(None, help="ONNX Runtime threads per instance [default: 0 = auto]."),
 ) -> None:
-    """Export MODEL to ONNX, check it against PyTorch, and write a Triton model repository to OUTPUT."""
-    from dataclasses import replace
-
+    """Export MODEL to ONNX, check it against PyTorch, build precision variants, write a Triton repository."""
+    from distil.build.accuracy import GateConfig
+    from distil.build.engines import TensorRTMode
     from distil.build.onnx_export import ExportConfig
     from distil.build.pipeline import BuildConfig, build_engines
+    from distil.build.variants import Precision, PrecisionConfig
+
+    try:
+        mode = TensorRTMode(tensorrt)
+    except ValueError:
+        raise ConfigError(f"--tensorrt {tensorrt!r}: use auto, on or off.") from None
+    if from_onnx is not None:
+        _compile_existing(from_onnx, output, workspace_mib)
+        return
+    if output is None:
+        raise ConfigError("--output is required: the folder to write the Triton model repository to.")
 
     quiet_libraries()
     repository = load_yaml(batching_config, target) if batching_config else RepositoryConfig(target=target)
     repository = repository.with_overrides(
-        max_batch_size=max_batch_size, max_queue_delay_us=max_queue_delay_us, instance_count=instances
+        max_batch_size=max_batch_size,
+        max_queue_delay_us=max_queue_delay_us,
+        instance_count=instances,
+        max_queue_size=max_queue_size,
+        queue_timeout_us=queue_timeout_us,
     )
     if intra_op_threads is not None:
         repository = replace(repository, intra_op_threads=intra_op_threads)
+    precisions = PrecisionConfig(
+        precisions=parse_precisions(precision),
+        calibration_data=calibration_data,
+        eval_data=eval_data,
+        text_column=text_column,
+        label_column=label_column,
+        gate=GateConfig(
+            min_agreement=min_agreement,
+            max_accuracy_drop=max_accuracy_drop,
+            max_logit_drift=max_logit_drift,
+            force=force,
+        ),
+        serve=Precision(parse_precisions(serve_precision)[0]) if serve_precision else None,
+    )
     config = BuildConfig(
         model=model,
         output=output,
@@ -66,19 +180,50 @@ def build_engines(
         max_length=max_length,
         export=ExportConfig(opset=opset, atol=atol),
         repository=repository,
+        precision=precisions,
+        tensorrt=mode,
+        workspace_mib=workspace_mib,
     )
     result = build_engines(config, stage=stage)
 
-    table = Table(title=f"Triton model repository: {result.repository}", title_justify="left")
-    table.add_column("file")
-    table.add_column("size", justify="right")
-    for path in result.files:
-        table.add_row(path.relative_to(result.repository).as_posix(), _size(path))
-    out.print(table)
+    out.print(files_table(result.repository, result.files))
+    if result.precision is not None:
+        out.print(precision_table(result.precision))
+        for note in precision_notes(result.precision):
+            out.print(f"  {note}", highlight=False)
+        out.print(f"  report: {result.repository / 'precision_report.md'}")
     out.print(f"model:   {result.source.description}")
     out.print(f"labels:  {', '.join(result.labels)}   max length: {result.max_length} tokens")
     out.print(f"parity:  max |ONNX - PyTorch| = {result.parity.max_abs_diff:.2e} (tolerance {result.parity.atol:g})")
+    served = result.precision.served.value if result.precision else "fp32"
+    out.print(f"serves:  'distilbert' runs the {served} classifier")
+    for note in result.notes:
+        err.print(f"[yellow]note:[/] {note}")
     if target is Target.cpu:
         out.print(f"next:    distil serve --repository {result.repository}")
     else:
-        err.print("next:    serve it with NVIDIA's Triton image (see the README, 'Deploy on Kubernetes').")
+        out.print("next:    serve it with NVIDIA's Triton image (see docs/deploy.md).")
+
+
+def _compile_existing(source: Path, output: Path | None, workspace_mib: int) -> None:
+    from distil.build.engines import compile_repository
+    from distil.model_repository.writer import check_output
+
+    root = source
+    if output is not None and output.resolve() != source.resolve():
+        check_output(output)
+        shutil.copytree(source, output, dirs_exist_ok=True)
+        root = output
+    built = compile_repository(root, workspace_mib, stage)
+    table = Table(title=f"TensorRT plans in {root}", title_justify="left")
+    for column in ("model", "precision", "TensorRT", "GPU", "profiles"):
+        table.add_column(column)
+    for name, engine in built.items():
+        table.add_row(
+            name,
+            engine.precision,
+            engine.tensorrt_version,
+            f"{engine.gpu} (sm {engine.compute_capability})",
+            str(len(engine.profiles)),
+        )
+    out.print(table)

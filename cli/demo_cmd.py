@@ -24,8 +24,8 @@ def demo(
     output: Path | None = typer.Option(None, help="Keep the repository here [default: a temporary folder]."),
 ) -> None:
     """Offline end-to-end demo: tiny DistilBERT -> ONNX -> Triton repository -> served -> classified."""
-    from distil.build.model_source import UNTRAINED_NOTE
     from distil.build.pipeline import BuildConfig, build_engines
+    from distil.build.tiny import TOY_NOTE
     from distil.model_repository.client import Classifier, Protocol
     from distil.model_repository.server import ServerConfig, TritonServer, free_port
 
@@ -44,7 +44,7 @@ def demo(
             ):
                 predictions = http.classify(list(SENTENCES))
                 over_grpc = grpc.classify(list(SENTENCES))
-            title = f"distilbert over HTTP — model {result.source.spec} ({UNTRAINED_NOTE})"
+            title = f"distilbert over HTTP — model {result.source.spec} ({TOY_NOTE})"
             out.print(predictions_table(predictions, title=title))
             same = all(a.label == b.label for a, b in zip(predictions, over_grpc, strict=True))
             out.print(f"gRPC returned the {'same' if same else 'DIFFERENT'} labels for the same texts.")
@@ -52,6 +52,7 @@ def demo(
             with stage("Stopping tritonserver"):
                 server.stop()
     err.print(
-        "The tiny model is untrained: its labels are not meaningful. Build a real one with\n"
+        "The tiny model is a toy (trained seconds on template sentences): do not trust its labels.\n"
+        "Build a real one with\n"
         "  distil build-engines --model distilbert-base-uncased-finetuned-sst-2-english --output ./repository"
     )

@@ -48,6 +48,12 @@ def parse_text(text: str) -> model_config_pb2.ModelConfig:
     return text_format.Parse(text, model_config_pb2.ModelConfig())
 
 
+def write_proto(path: Path, config: model_config_pb2.ModelConfig) -> Path:
+    """Write an already-parsed config back, e.g. after changing a few fields."""
+    path.write_text(text_format.MessageToString(config), encoding="utf-8")
+    return path
+
+
 def write(path: Path, config: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(to_text(config), encoding="utf-8")
@@ -62,6 +68,15 @@ def _dynamic_batching(batching: BatchingConfig) -> dict[str, Any]:
     section: dict[str, Any] = {"max_queue_delay_microseconds": batching.max_queue_delay_us}
     if batching.preferred_batch_sizes:
         section["preferred_batch_size"] = list(batching.preferred_batch_sizes)
+    if batching.has_queue_policy:
+        # Beyond the queue bound or the timeout Triton fails the request at once (REJECT) rather
+        # than letting latency grow without limit (DELAY would keep it queued).
+        policy: dict[str, Any] = {"timeout_action": "REJECT", "allow_timeout_override": False}
+        if batching.queue_timeout_us:
+            policy["default_timeout_microseconds"] = batching.queue_timeout_us
+        if batching.max_queue_size:
+            policy["max_queue_size"] = batching.max_queue_size
+        section["default_queue_policy"] = policy
     return section
 
 
@@ -73,8 +88,13 @@ def _parameters(values: dict[str, Any]) -> dict[str, Any]:
     return {key: {"string_value": str(value)} for key, value in values.items()}
 
 
-def tokenizer_config(config: RepositoryConfig, max_length: int, pad_id: int, pad_token: str) -> dict[str, Any]:
+def tokenizer_config(
+    config: RepositoryConfig, max_length: int, pad_id: int, pad_token: str, buckets: Sequence[int] = ()
+) -> dict[str, Any]:
     batching = config.batching[TOKENIZER]
+    parameters: dict[str, Any] = {"max_length": max_length, "pad_id": pad_id, "pad_token": pad_token}
+    if buckets:
+        parameters["pad_to_buckets"] = ",".join(str(b) for b in buckets)
     return {
         "name": TOKENIZER,
         "backend": "python",
@@ -87,15 +107,18 @@ def tokenizer_config(config: RepositoryConfig, max_length: int, pad_id: int, pad
         ],
         "dynamic_batching": _dynamic_batching(batching),
         "instance_group": _instances(batching, "KIND_CPU"),
-        "parameters": _parameters({"max_length": max_length, "pad_id": pad_id, "pad_token": pad_token}),
+        "parameters": _parameters(parameters),
     }
 
 
-def classifier_config(config: RepositoryConfig, num_labels: int, pad_id: int) -> dict[str, Any]:
+def classifier_config(
+    config: RepositoryConfig, num_labels: int, pad_id: int, name: str = CLASSIFIER, tensorrt_profiles: int = 0
+) -> dict[str, Any]:
+    """The model itself: ONNX Runtime (cpu: in a Python backend; gpu: onnxruntime_onnx) or a TensorRT plan."""
     batching = config.batching[CLASSIFIER]
     gpu = config.target is Target.gpu
     model: dict[str, Any] = {
-        "name": CLASSIFIER,
+        "name": name,
         "max_batch_size": batching.max_batch_size,
         # On CPU the Python-backend runner pads the requests of a batch itself, so requests of
         # different lengths may batch together; the onnxruntime backend needs equal shapes.
@@ -107,7 +130,12 @@ def classifier_config(config: RepositoryConfig, num_labels: int, pad_id: int) ->
         "dynamic_batching": _dynamic_batching(batching),
         "instance_group": _instances(batching, "KIND_GPU" if gpu else "KIND_CPU"),
     }
-    if gpu:
+    if gpu and tensorrt_profiles:
+        model["platform"] = "tensorrt_plan"
+        model["default_model_filename"] = "model.plan"
+        # Every instance holds every bucket's profile; the backend picks the one that fits a batch.
+        model["instance_group"][0]["profile"] = [str(i) for i in range(tensorrt_profiles)]
+    elif gpu:
         model["platform"] = "onnxruntime_onnx"
         model["default_model_filename"] = "model.onnx"
         if config.intra_op_threads:
@@ -142,9 +170,11 @@ def _step(model: str, inputs: dict[str, str], outputs: dict[str, str]) -> dict[s
     return {"model_name": model, "model_version": -1, "input_map": inputs, "output_map": outputs}
 
 
-def ensemble_config(config: RepositoryConfig, num_labels: int) -> dict[str, Any]:
+def ensemble_config(
+    config: RepositoryConfig, num_labels: int, name: str = ENSEMBLE, classifier: str = CLASSIFIER
+) -> dict[str, Any]:
     return {
-        "name": ENSEMBLE,
+        "name": name,
         "platform": "ensemble",
         "max_batch_size": config.ensemble_max_batch_size,
         "input": [_tensor(TEXT, "TYPE_STRING", [1])],
@@ -162,7 +192,7 @@ def ensemble_config(config: RepositoryConfig, num_labels: int) -> dict[str, Any]
                     {"input_ids": "input_ids", "attention_mask": "attention_mask", TRUNCATED: TRUNCATED},
                 ),
                 _step(
-                    CLASSIFIER,
+                    classifier,
                     {"input_ids": "input_ids", "attention_mask": "attention_mask"},
                     {"logits": LOGITS},
                 ),

@@ -18,7 +18,7 @@ Layout (``<repository>`` is the folder given to ``tritonserver --model-repositor
 from __future__ import annotations
 
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +35,8 @@ from distil.model_repository.config import (
     Target,
 )
 
-MODELS = (TOKENIZER, CLASSIFIER, POSTPROCESS, ENSEMBLE)
+# Files at the repository root that a build writes (Triton only reads sub-folders).
+GENERATED_FILES = (METADATA_FILE, "precision_report.json", "precision_report.md")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 
 
@@ -57,19 +58,34 @@ class ModelInterface:
             raise RepositoryError(f"{self.tokenizer_dir} has no {tokenizer.TOKENIZER_FILE} (a fast tokenizer).")
 
 
-def prepare_output(root: Path) -> None:
-    """Refuse to write over a folder that is not a distil repository; clear the models of one that is."""
+def _distil_models(root: Path) -> list[Path]:
+    names = {TOKENIZER, POSTPROCESS, CLASSIFIER, ENSEMBLE}
+    return [
+        p
+        for p in root.iterdir()
+        if p.is_dir() and (p.name in names or p.name.startswith((f"{CLASSIFIER}_", f"{ENSEMBLE}_")))
+    ]
+
+
+def check_output(root: Path) -> None:
+    """Refuse a folder that is not new, empty or a distil repository, before any slow work starts."""
     if root.exists() and not root.is_dir():
         raise RepositoryError(f"--output {root} is a file; give a folder for the model repository.")
+    if root.is_dir() and any(root.iterdir()) and not (root / METADATA_FILE).is_file():
+        raise RepositoryError(
+            f"--output {root} is not empty and was not written by distil; choose an empty or new folder "
+            f"so nothing in it is overwritten."
+        )
+
+
+def prepare_output(root: Path) -> None:
+    """Check the folder (see :func:`check_output`) and clear the models of an earlier build."""
+    check_output(root)
     if root.is_dir() and any(root.iterdir()):
-        if not (root / METADATA_FILE).is_file():
-            raise RepositoryError(
-                f"--output {root} is not empty and was not written by distil; choose an empty or new folder "
-                f"so nothing in it is overwritten."
-            )
-        for name in MODELS:
-            shutil.rmtree(root / name, ignore_errors=True)
-        (root / METADATA_FILE).unlink()
+        for model_dir in _distil_models(root):
+            shutil.rmtree(model_dir)
+        for name in GENERATED_FILES:
+            (root / name).unlink(missing_ok=True)
     root.mkdir(parents=True, exist_ok=True)
 
 
@@ -80,8 +96,20 @@ def _copy_backend(module_file: str | None, destination: Path) -> None:
     shutil.copyfile(module_file, destination)
 
 
-def write_repository(root: Path, model: ModelInterface, config: RepositoryConfig) -> list[Path]:
-    """Write the four models under ``root`` (prepared with :func:`prepare_output`); return the files."""
+def variant_names(precision: str) -> tuple[str, str]:
+    """(classifier, ensemble) model names of a precision variant served beside ``distilbert``."""
+    return f"{CLASSIFIER}_{precision}", f"{ENSEMBLE}_{precision}"
+
+
+def write_repository(
+    root: Path, model: ModelInterface, config: RepositoryConfig, variants: Mapping[str, Path] | None = None
+) -> list[Path]:
+    """Write the models under ``root`` (prepared with :func:`prepare_output`); return the files.
+
+    ``model.onnx_file`` is what ``distilbert`` serves. Each entry of ``variants`` (precision name ->
+    ONNX file) adds ``classifier_<precision>`` and the ensemble ``distilbert_<precision>``, sharing
+    the tokenizer and postprocess, so precisions can be compared side by side on one server.
+    """
     num_labels = len(model.labels)
 
     # tokenizer
@@ -96,22 +124,31 @@ def write_repository(root: Path, model: ModelInterface, config: RepositoryConfig
         pbtxt.tokenizer_config(config, model.max_length, model.pad_id, model.pad_token),
     )
 
-    # classifier
-    classifier_version = root / CLASSIFIER / "1"
-    classifier_version.mkdir(parents=True, exist_ok=True)
-    if model.onnx_file.resolve() != (classifier_version / onnx_classifier.MODEL_FILE).resolve():
-        shutil.copyfile(model.onnx_file, classifier_version / onnx_classifier.MODEL_FILE)
-    if config.target is Target.cpu:
-        _copy_backend(onnx_classifier.__file__, classifier_version / "model.py")
-    pbtxt.write(root / CLASSIFIER / "config.pbtxt", pbtxt.classifier_config(config, num_labels, model.pad_id))
+    # classifier(s)
+    classifiers = {CLASSIFIER: (ENSEMBLE, model.onnx_file)}
+    for precision, onnx_file in (variants or {}).items():
+        classifier, ensemble = variant_names(precision)
+        classifiers[classifier] = (ensemble, onnx_file)
+    for name, (_, onnx_file) in classifiers.items():
+        version = root / name / "1"
+        version.mkdir(parents=True, exist_ok=True)
+        if onnx_file.resolve() != (version / onnx_classifier.MODEL_FILE).resolve():
+            shutil.copyfile(onnx_file, version / onnx_classifier.MODEL_FILE)
+        if config.target is Target.cpu:
+            _copy_backend(onnx_classifier.__file__, version / "model.py")
+        pbtxt.write(root / name / "config.pbtxt", pbtxt.classifier_config(config, num_labels, model.pad_id, name=name))
 
     # postprocess
     _copy_backend(postprocess.__file__, root / POSTPROCESS / "1" / "model.py")
     pbtxt.write(root / POSTPROCESS / "config.pbtxt", pbtxt.postprocess_config(config, model.labels))
 
-    # ensemble
-    (root / ENSEMBLE / "1").mkdir(parents=True, exist_ok=True)
-    pbtxt.write(root / ENSEMBLE / "config.pbtxt", pbtxt.ensemble_config(config, num_labels))
+    # ensemble(s)
+    for classifier, (ensemble, _) in classifiers.items():
+        (root / ensemble / "1").mkdir(parents=True, exist_ok=True)
+        pbtxt.write(
+            root / ensemble / "config.pbtxt",
+            pbtxt.ensemble_config(config, num_labels, name=ensemble, classifier=classifier),
+        )
 
     return sorted(p for p in root.rglob("*") if p.is_file())
 

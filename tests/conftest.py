@@ -14,14 +14,25 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the hub unless
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def build_repository(model: str, output: Path, **repository_overrides: object):
+def build_repository(model: str, output: Path, precision=None, **repository_overrides: object):
+    """Build through the real pipeline; TensorRT is left off so GPU-target builds behave the same everywhere."""
     from dataclasses import replace
 
+    from distil.build.engines import TensorRTMode
     from distil.build.pipeline import BuildConfig, build_engines
+    from distil.build.variants import PrecisionConfig
     from distil.model_repository.config import RepositoryConfig
 
     repository = replace(RepositoryConfig(), **repository_overrides) if repository_overrides else RepositoryConfig()
-    return build_engines(BuildConfig(model=model, output=output, repository=repository))
+    return build_engines(
+        BuildConfig(
+            model=model,
+            output=output,
+            repository=repository,
+            precision=precision or PrecisionConfig(),
+            tensorrt=TensorRTMode.off,
+        )
+    )
 
 
 @dataclass
@@ -29,6 +40,7 @@ class Reference:
     """The same ONNX model run in-process with the checkpoint's tokenizer (transformers), no Triton."""
 
     repository: Path
+    classifier: str = "classifier"
 
     def __post_init__(self) -> None:
         import json
@@ -41,7 +53,7 @@ class Reference:
         self.labels = list(meta["labels"])
         self.tokenizer = AutoTokenizer.from_pretrained(self.repository / "tokenizer" / "1")
         self.session = ort.InferenceSession(
-            str(self.repository / "classifier" / "1" / "model.onnx"), providers=["CPUExecutionProvider"]
+            str(self.repository / self.classifier / "1" / "model.onnx"), providers=["CPUExecutionProvider"]
         )
 
     def logits(self, texts: Sequence[str]) -> np.ndarray:
@@ -53,6 +65,18 @@ class Reference:
             "attention_mask": encoded["attention_mask"].astype(np.int64),
         }
         return self.session.run(["logits"], feeds)[0]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked gpu need CUDA and TensorRT; on other machines they skip and say why."""
+    from distil.build.trt_engine import tensorrt_available
+
+    available, why = tensorrt_available()
+    if available:
+        return
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(pytest.mark.skip(reason=why))
 
 
 @pytest.fixture(scope="session")

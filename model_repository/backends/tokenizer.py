@@ -65,21 +65,30 @@ class Batch:
 class TextTokenizer:
     """A fast (Rust) WordPiece tokenizer configured for one batch call per ``execute``."""
 
-    def __init__(self, tokenizer_file: Path, max_length: int, pad_id: int, pad_token: str) -> None:
+    def __init__(
+        self, tokenizer_file: Path, max_length: int, pad_id: int, pad_token: str, buckets: Sequence[int] = ()
+    ) -> None:
         from tokenizers import Tokenizer
 
         self.max_length = max_length
+        self.pad_id = pad_id
+        # TensorRT engines have one optimization profile per bucket: padding to the bucket gives
+        # requests of similar length the same shape, so Triton can batch them.
+        self.buckets = tuple(sorted(b for b in buckets if b < max_length)) + (max_length,) if buckets else ()
         self._tokenizer = Tokenizer.from_file(str(tokenizer_file))
         self._tokenizer.enable_truncation(max_length=max_length)
         self._tokenizer.enable_padding(pad_id=pad_id, pad_token=pad_token)
 
     def __call__(self, texts: Sequence[str]) -> Batch:
         encodings = self._tokenizer.encode_batch(list(texts))
-        return Batch(
-            input_ids=np.array([e.ids for e in encodings], dtype=np.int64),
-            attention_mask=np.array([e.attention_mask for e in encodings], dtype=np.int64),
-            truncated=np.array([bool(e.overflowing) for e in encodings], dtype=np.bool_),
-        )
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        if self.buckets:
+            length = next(b for b in self.buckets if b >= ids.shape[1])
+            extra = ((0, 0), (0, length - ids.shape[1]))
+            ids = np.pad(ids, extra, constant_values=self.pad_id)
+            mask = np.pad(mask, extra, constant_values=0)
+        return Batch(ids, mask, np.array([bool(e.overflowing) for e in encodings], dtype=np.bool_))
 
 
 def _parameter(config: dict[str, Any], name: str) -> str:
@@ -87,6 +96,11 @@ def _parameter(config: dict[str, Any], name: str) -> str:
         return str(config["parameters"][name]["string_value"])
     except KeyError:
         raise ValueError(f"tokenizer config.pbtxt lacks parameter {name!r}; rebuild the repository.") from None
+
+
+def _buckets(config: dict[str, Any]) -> tuple[int, ...]:
+    value = config.get("parameters", {}).get("pad_to_buckets", {}).get("string_value", "")
+    return tuple(int(part) for part in value.split(",") if part.strip())
 
 
 class TritonPythonModel:
@@ -100,6 +114,7 @@ class TritonPythonModel:
             max_length=int(_parameter(config, "max_length")),
             pad_id=int(_parameter(config, "pad_id")),
             pad_token=_parameter(config, "pad_token"),
+            buckets=_buckets(config),
         )
 
     def execute(self, requests: list[Any]) -> list[Any]:

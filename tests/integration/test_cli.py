@@ -35,7 +35,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
     from transformers import AutoTokenizer, DistilBertConfig, DistilBertForSequenceClassification
 
-    from distil.build.model_source import make_tiny_checkpoint, tiny_vocabulary
+    from distil.build.tiny import make_tiny_checkpoint, tiny_vocabulary
 
     directory = tmp_path_factory.mktemp("checkpoint")
     tokenizer = AutoTokenizer.from_pretrained(make_tiny_checkpoint(directory / "vocab-source"))

@@ -38,7 +38,7 @@ def test_tokenizer_rejects_an_empty_tensor() -> None:
 
 @pytest.fixture(scope="module")
 def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from distil.build.model_source import make_tiny_checkpoint
+    from distil.build.tiny import make_tiny_checkpoint
 
     return make_tiny_checkpoint(tmp_path_factory.mktemp("tiny"))
 
@@ -78,3 +78,14 @@ def test_softmax_is_stable_for_large_logits_and_sums_to_one() -> None:
 def test_label_names_pick_the_most_probable_label_as_bytes() -> None:
     labels = label_names(np.array([[0.9, 0.1], [0.2, 0.8]]), ["NEG", "POS"])
     assert labels.shape == (2, 1) and labels[:, 0].tolist() == [b"NEG", b"POS"]
+
+
+def test_bucket_padding_pads_the_batch_to_the_smallest_bucket_that_fits(tokenizer_dir: Path) -> None:
+    tokenizer = TextTokenizer(
+        tokenizer_dir / "tokenizer.json", max_length=32, pad_id=0, pad_token="[PAD]", buckets=(8, 16)
+    )
+    short = tokenizer(["good", "a great movie"])
+    assert short.input_ids.shape == (2, 8) and short.attention_mask[0].tolist() == [1, 1, 1, 0, 0, 0, 0, 0]
+    assert tokenizer(["good " * 10]).input_ids.shape == (1, 16)
+    assert tokenizer(["good " * 20]).input_ids.shape == (1, 32)  # past the last bucket: the max length
+    assert tokenizer(["good " * 100]).input_ids.shape == (1, 32)

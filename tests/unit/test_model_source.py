@@ -10,23 +10,41 @@ from pathlib import Path
 import pytest
 
 from distil.build import model_source
+from distil.build.tiny import TINY_LABELS, make_tiny_checkpoint, synthetic_sentences
 from distil.errors import ModelSourceError
 
 
 def test_tiny_checkpoint_is_deterministic_across_builds(tmp_path: Path) -> None:
-    first = model_source.make_tiny_checkpoint(tmp_path / "a")
-    second = model_source.make_tiny_checkpoint(tmp_path / "b")
+    first = make_tiny_checkpoint(tmp_path / "a")
+    second = make_tiny_checkpoint(tmp_path / "b")
     assert model_source.file_sha256(first / "model.safetensors") == model_source.file_sha256(
         second / "model.safetensors"
     )
     assert (first / "tokenizer.json").read_bytes() == (second / "tokenizer.json").read_bytes()
 
 
-def test_tiny_source_is_marked_untrained_and_loads_through_from_pretrained(tmp_path: Path) -> None:
+def test_tiny_toy_model_learned_its_templates_and_never_saw_the_evaluation_set(tmp_path: Path) -> None:
+    import torch
+
+    from distil.build import text_data
+
+    training = {text for text, _ in synthetic_sentences(512)}
+    evaluation = text_data.load(text_data.BUILTIN, text_data.BUILTIN_EVAL)
+    assert not training & {t.lower() for t in evaluation.texts}
+
+    model, tokenizer = model_source.load(model_source.resolve("tiny", tmp_path))
+    fresh = synthetic_sentences(200, seed=7)  # sentences the toy was not trained on
+    with torch.inference_mode():
+        logits = model(**tokenizer([t for t, _ in fresh], padding=True, return_tensors="pt")).logits
+    accuracy = (logits.argmax(-1) == torch.tensor([label for _, label in fresh])).float().mean().item()
+    assert accuracy >= 0.9
+
+
+def test_tiny_source_is_marked_as_a_toy_and_loads_through_from_pretrained(tmp_path: Path) -> None:
     source = model_source.resolve("tiny", tmp_path)
-    assert source.untrained and "untrained" in source.description
+    assert source.toy and "toy model" in source.description
     model, tokenizer = model_source.load(source)
-    assert model.config.id2label == model_source.TINY_LABELS
+    assert model.config.id2label == TINY_LABELS
     assert model.config.n_layers == 2
     assert tokenizer.tokenize("A great movie!") == ["a", "great", "movie", "!"]
 

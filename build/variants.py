@@ -1,0 +1,315 @@
+"""Precision variants (FP32, FP16, INT8), each checked by the accuracy gate and timed on this machine.
+
+FP32 is the exported graph and the reference. FP16 is ``fp16.convert_to_fp16`` of it. INT8 is
+calibrated on the user's text: for GPU targets the explicit Q/DQ graph TensorRT compiles; for CPU
+targets both Q/DQ and dynamic INT8 are built and the faster one that passes the gate is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from distil import machine
+from distil.build import text_data
+from distil.build.accuracy import Agreement, GateConfig, compare, gate, label_ids
+from distil.build.quantize import quantize_dynamic_int8, quantize_qdq, tokenize_batches
+from distil.errors import BuildError, ConfigError
+
+Stage = Callable[[str], AbstractContextManager[object]]
+REPORT_JSON = "precision_report.json"
+REPORT_MD = "precision_report.md"
+SPEED_ROUNDS = 3
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    fp16 = "fp16"
+    int8 = "int8"
+
+
+@dataclass(frozen=True)
+class PrecisionConfig:
+    precisions: tuple[Precision, ...] = (Precision.fp32,)
+    calibration_data: str | None = None  # a path, or "builtin"
+    eval_data: str | None = None  # a path, or "builtin"; None: the built-in set
+    text_column: str = "text"
+    label_column: str = "label"
+    gate: GateConfig = field(default_factory=GateConfig)
+    serve: Precision | None = None  # None: int8 if kept, else fp16 on GPU targets, else fp32
+
+    def __post_init__(self) -> None:
+        if not self.precisions:
+            raise ConfigError("--precision names no precision; use e.g. fp32,fp16,int8.")
+        if len(set(self.precisions)) != len(self.precisions):
+            raise ConfigError(f"--precision repeats a precision: {[p.value for p in self.precisions]}.")
+        if Precision.int8 in self.precisions and not self.calibration_data:
+            raise ConfigError(
+                "INT8 needs real calibration text, and distil does not calibrate on random data: pass "
+                "--calibration-data PATH (text lines, .jsonl or .csv with a 'text' column), or "
+                "--calibration-data builtin for the small built-in set (demos and tests)."
+            )
+        if self.serve is not None and self.serve not in self.precisions:
+            raise ConfigError(f"--serve-precision {self.serve.value} is not among --precision.")
+
+    @property
+    def gated(self) -> bool:
+        return any(p is not Precision.fp32 for p in self.precisions)
+
+    def load_data(self) -> tuple[text_data.TextSet, text_data.TextSet | None]:
+        """The evaluation and calibration sets, read before any slow work so a bad path fails at once."""
+        evaluation = text_data.load(
+            self.eval_data or text_data.BUILTIN, text_data.BUILTIN_EVAL, self.text_column, self.label_column
+        )
+        calibration = None
+        if Precision.int8 in self.precisions and self.calibration_data:
+            calibration = text_data.load(self.calibration_data, text_data.BUILTIN_CALIBRATION, self.text_column)
+        return evaluation, calibration
+
+
+@dataclass(frozen=True)
+class Variant:
+    precision: Precision
+    form: str  # fp32, fp16, int8-qdq, int8-dynamic
+    file: Path
+    texts_per_s: float
+    speedup: float  # texts/s relative to FP32 in the same run
+    agreement: Agreement | None = None  # None for the FP32 reference itself
+    failures: tuple[str, ...] = ()
+    kept: bool = False
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "precision": self.precision.value,
+            "form": self.form,
+            "texts_per_s": round(self.texts_per_s, 2),
+            "speedup_vs_fp32": round(self.speedup, 3),
+            "passed": not self.failures,
+            "failures": list(self.failures),
+            "kept": self.kept,
+            "note": self.note,
+        }
+        if self.agreement is not None:
+            data["agreement"] = self.agreement.__dict__ | {
+                "accuracy_drop": self.agreement.accuracy_drop,
+                "logit_drift": self.agreement.logit_drift,
+            }
+        return data
+
+
+@dataclass(frozen=True)
+class PrecisionReport:
+    variants: tuple[Variant, ...]
+    served: Precision
+    eval_source: str
+    calibration_source: str | None
+    target: str
+    machine: str
+    gate: GateConfig
+
+    def kept(self) -> list[Variant]:
+        return [v for v in self.variants if v.kept]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "served_precision": self.served.value,
+            "target": self.target,
+            "eval_data": self.eval_source,
+            "calibration_data": self.calibration_source,
+            "gate": {
+                "min_agreement": self.gate.min_agreement,
+                "max_accuracy_drop": self.gate.max_accuracy_drop,
+                "max_logit_drift": self.gate.max_logit_drift,
+                "force": self.gate.force,
+            },
+            "speed_measured_on": f"ONNX Runtime CPU provider, {self.machine}",
+            "variants": [v.to_dict() for v in self.variants],
+        }
+
+    def to_markdown(self) -> str:
+        lines = [
+            "# Precision variants",
+            "",
+            f"- served by `distilbert`: **{self.served.value}** (target {self.target})",
+            f"- evaluation data: {self.eval_source}",
+            f"- calibration data: {self.calibration_source or 'none (no INT8 requested)'}",
+            f"- gate: top-1 agreement >= {self.gate.min_agreement:.1%}, accuracy drop <= "
+            f"{self.gate.max_accuracy_drop * 100:.1f} points, logit drift <= {self.gate.max_logit_drift:.0%}"
+            f"{' (--force: kept regardless)' if self.gate.force else ''}",
+            f"- speed: ONNX Runtime CPU provider on {self.machine}, batches of 8 evaluation texts, "
+            f"median of {SPEED_ROUNDS} rounds",
+            "",
+            "| precision | form | agreement | max abs dlogit | logit drift | accuracy (fp32) | macro-F1 (fp32) "
+            "| texts/s | speed-up | gate | kept |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for v in self.variants:
+            a = v.agreement
+            accuracy = f"{a.accuracy:.3f} ({a.reference_accuracy:.3f})" if a and a.accuracy is not None else "-"
+            f1 = f"{a.macro_f1:.3f} ({a.reference_macro_f1:.3f})" if a and a.macro_f1 is not None else "-"
+            lines.append(
+                f"| {v.precision.value} | {v.form} | {f'{a.agreement:.1%}' if a else 'reference'} "
+                f"| {f'{a.max_abs_logit_diff:.4f}' if a else '-'} | {f'{a.logit_drift:.1%}' if a else '-'} "
+                f"| {accuracy} | {f1} | {v.texts_per_s:.1f} | {v.speedup:.2f}x "
+                f"| {'pass' if not v.failures else 'FAIL: ' + '; '.join(v.failures)} | {'yes' if v.kept else 'no'} |"
+            )
+        notes = [f"- {v.form}: {v.note}" for v in self.variants if v.note]
+        if notes:
+            lines += ["", *notes]
+        return "\n".join(lines) + "\n"
+
+    def write(self, root: Path) -> list[Path]:
+        json_path, md_path = root / REPORT_JSON, root / REPORT_MD
+        json_path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        md_path.write_text(self.to_markdown(), encoding="utf-8")
+        return [json_path, md_path]
+
+
+def _session(path: Path) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _logits(session: Any, feeds: Sequence[dict[str, np.ndarray]]) -> np.ndarray:
+    return np.concatenate([session.run(["logits"], feed)[0] for feed in feeds]).astype(np.float32)
+
+
+def _speeds(sessions: dict[str, Any], feeds: Sequence[dict[str, np.ndarray]], texts: int) -> dict[str, float]:
+    """Texts per second for each session; rounds interleave the sessions so drift hits all alike."""
+    for session in sessions.values():
+        _logits(session, feeds[:1])  # warm-up
+    rounds: dict[str, list[float]] = {name: [] for name in sessions}
+    for _ in range(SPEED_ROUNDS):
+        for name, session in sessions.items():
+            started = time.perf_counter()
+            _logits(session, feeds)
+            rounds[name].append(time.perf_counter() - started)
+    return {name: texts / statistics.median(times) for name, times in rounds.items()}
+
+
+def _default_served(kept: set[Precision], target: str) -> Precision:
+    if Precision.int8 in kept:
+        return Precision.int8
+    if Precision.fp16 in kept and target == "gpu":
+        return Precision.fp16
+    if Precision.fp32 in kept:
+        return Precision.fp32
+    return sorted(kept, key=lambda p: p.value)[0]
+
+
+def build_variants(
+    fp32_onnx: Path,
+    tokenizer: Any,
+    max_length: int,
+    labels: Sequence[str],
+    config: PrecisionConfig,
+    target: str,
+    scratch: Path,
+    stage: Stage = lambda _: nullcontext(),
+    data: tuple[text_data.TextSet, text_data.TextSet | None] | None = None,
+) -> PrecisionReport:
+    """Build, evaluate, time and gate every requested precision; FP32 is always the reference."""
+    import onnx
+
+    from distil.build.fp16 import convert_to_fp16
+
+    evaluation, calibration = data or config.load_data()
+    eval_source = evaluation.source if config.eval_data else f"built-in set {evaluation.source}"
+    truth = label_ids(evaluation.labels, labels) if evaluation.labels else None
+    feeds = tokenize_batches(tokenizer, evaluation.texts, max_length)
+
+    candidates: list[tuple[Precision, str, Path]] = [(Precision.fp32, "fp32", fp32_onnx)]
+    calibration_source = None
+    if Precision.fp16 in config.precisions:
+        with stage("Converting to FP16 (LayerNorm, Softmax, reductions and mask arithmetic stay FP32)"):
+            fp16_model, _ = convert_to_fp16(onnx.load(str(fp32_onnx)))
+            fp16_file = scratch / "fp16.onnx"
+            onnx.save(fp16_model, str(fp16_file))
+            onnx.checker.check_model(str(fp16_file), full_check=True)
+        candidates.append((Precision.fp16, "fp16", fp16_file))
+    if Precision.int8 in config.precisions:
+        if calibration is None:
+            raise ConfigError("INT8 needs calibration text (--calibration-data).")
+        calibration_source = f"{calibration.source} ({len(calibration.texts)} texts)"
+        with stage(f"Calibrating INT8 Q/DQ on {len(calibration.texts)} texts"):
+            calibration_feeds = tokenize_batches(tokenizer, calibration.texts, max_length)
+            candidates.append(
+                (Precision.int8, "int8-qdq", quantize_qdq(fp32_onnx, scratch / "int8-qdq.onnx", calibration_feeds))
+            )
+        if target == "cpu":
+            with stage("Quantizing INT8 dynamic (ONNX Runtime CPU)"):
+                candidates.append(
+                    (Precision.int8, "int8-dynamic", quantize_dynamic_int8(fp32_onnx, scratch / "int8-dynamic.onnx"))
+                )
+
+    with stage(f"Evaluating {len(candidates)} variants against FP32 on {len(evaluation.texts)} texts"):
+        sessions = {form: _session(path) for _, form, path in candidates}
+        reference = _logits(sessions["fp32"], feeds)
+        agreements = {form: compare(reference, _logits(sessions[form], feeds), truth) for _, form, _ in candidates[1:]}
+        speeds = _speeds(sessions, feeds, len(evaluation.texts))
+
+    variants = []
+    for precision, form, path in candidates:
+        agreement = agreements.get(form)
+        failures = gate(agreement, config.gate) if agreement else ()
+        variants.append(
+            Variant(precision, form, path, speeds[form], speeds[form] / speeds["fp32"], agreement, failures)
+        )
+    return _choose(variants, config, target, eval_source, calibration_source)
+
+
+def _choose(
+    variants: list[Variant], config: PrecisionConfig, target: str, eval_source: str, calibration_source: str | None
+) -> PrecisionReport:
+    """Keep one variant per requested precision: the fastest that passes (or, with --force, the best)."""
+    chosen: dict[Precision, Variant] = {}
+    for precision in config.precisions:
+        forms = [v for v in variants if v.precision is precision]
+        passing = [v for v in forms if not v.failures]
+        if passing:
+            chosen[precision] = max(passing, key=lambda v: v.texts_per_s)
+        elif config.gate.force and forms:
+            chosen[precision] = max(forms, key=lambda v: v.agreement.agreement if v.agreement else 1.0)
+
+    final = []
+    for v in variants:
+        note = ""
+        kept = chosen.get(v.precision) is v
+        if v.precision not in config.precisions:
+            note = "reference only (fp32 not in --precision)"
+        elif kept and v.failures:
+            note = "kept by --force despite failing the gate"
+        elif not kept and not v.failures:
+            note = f"not kept: {chosen[v.precision].form} is faster"
+        elif not kept:
+            note = "left out of the repository (use --force to keep it)"
+        final.append(
+            Variant(v.precision, v.form, v.file, v.texts_per_s, v.speedup, v.agreement, v.failures, kept, note)
+        )
+
+    kept_precisions = set(chosen)
+    if not kept_precisions:
+        failed = "; ".join(f"{v.form}: {', '.join(v.failures)}" for v in final if v.failures)
+        raise BuildError(
+            f"no requested precision passed the accuracy gate ({failed}). Add fp32 to --precision, use better "
+            f"calibration data, or pass --force to keep a failing variant."
+        )
+    served = config.serve or _default_served(kept_precisions, target)
+    if served not in kept_precisions:
+        raise BuildError(f"--serve-precision {served.value} failed the accuracy gate and was left out; see the report.")
+    return PrecisionReport(
+        tuple(final), served, eval_source, calibration_source, target, machine.describe(), config.gate
+    )

@@ -1,0 +1,170 @@
+"""Precision variants through ONNX Runtime: FP16 graph, INT8 from real text, the accuracy gate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from distil.build import model_source, text_data
+from distil.build.accuracy import GateConfig, compare, gate, label_ids, macro_f1
+from distil.build.fp16 import convert_to_fp16
+from distil.build.onnx_export import ExportConfig, export_onnx
+from distil.build.variants import Precision, PrecisionConfig, build_variants
+from distil.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory):
+    work = tmp_path_factory.mktemp("precision")
+    model, tokenizer = model_source.load(model_source.resolve("tiny", work))
+    onnx_file = export_onnx(model, work / "fp32.onnx", ExportConfig(), max_length=512)
+    return onnx_file, tokenizer
+
+
+# --- text data ---------------------------------------------------------------------------------
+
+
+def test_text_data_reads_lines_jsonl_and_csv_columns(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("first text\n\nsecond text\n")
+    (tmp_path / "b.jsonl").write_text('{"review": "good", "y": "POSITIVE"}\n{"review": "bad", "y": "NEGATIVE"}\n')
+    (tmp_path / "c.csv").write_text('id,body\n1,"hello, world"\n2,bye\n')
+    assert text_data.load(tmp_path / "a.txt", text_data.BUILTIN_EVAL).texts == ("first text", "second text")
+    jsonl = text_data.load(tmp_path / "b.jsonl", text_data.BUILTIN_EVAL, "review", "y")
+    assert jsonl.texts == ("good", "bad") and jsonl.labels == ("POSITIVE", "NEGATIVE")
+    assert text_data.load(tmp_path / "c.csv", text_data.BUILTIN_EVAL, "body").texts == ("hello, world", "bye")
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("empty.txt", "\n\n", "holds no text"),
+        ("bad.jsonl", "{not json\n", "not valid JSON"),
+        ("nocol.csv", "a,b\n1,2\n", "no 'text' column"),
+        ("latin1.txt", "caf\xe9".encode("latin-1"), "not UTF-8"),
+    ],
+)
+def test_bad_text_data_is_a_clear_config_error(tmp_path: Path, name: str, content: str | bytes, message: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(ConfigError, match=message):
+        text_data.load(path, text_data.BUILTIN_EVAL)
+
+
+def test_builtin_sets_are_real_varied_text() -> None:
+    calibration = text_data.load(text_data.BUILTIN, text_data.BUILTIN_CALIBRATION)
+    evaluation = text_data.load(text_data.BUILTIN, text_data.BUILTIN_EVAL)
+    lengths = [len(t.split()) for t in calibration.texts]
+    assert len(calibration.texts) >= 100 and min(lengths) < 10 and max(lengths) > 100
+    assert evaluation.labels is not None and set(evaluation.labels) == {"POSITIVE", "NEGATIVE"}
+
+
+def test_int8_without_calibration_data_is_refused_not_faked() -> None:
+    with pytest.raises(ConfigError, match="does not calibrate on random data"):
+        PrecisionConfig(precisions=(Precision.fp32, Precision.int8))
+
+
+# --- FP16 ----------------------------------------------------------------------------------------
+
+
+def test_fp16_keeps_sensitive_ops_and_mask_arithmetic_in_fp32_with_unchanged_io(tiny) -> None:
+    onnx_file, tokenizer = tiny
+    converted, summary = convert_to_fp16(onnx.load(str(onnx_file)))
+    onnx.checker.check_model(converted, full_check=True)
+    assert summary.fp16_nodes > 0 and summary.mask_nodes
+    fp16_initializers = [t for t in converted.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16]
+    assert fp16_initializers, "the weights of MatMul/Gemm should be FP16"
+    produced = {o for n in converted.graph.node for o in n.output}
+    for node in converted.graph.node:
+        if node.op_type in ("LayerNormalization", "Softmax") or node.name in summary.mask_nodes:
+            # FP32 nodes read the original (FP32) tensor names, never an __fp16 twin.
+            assert not any(i.endswith("__fp16") for i in node.input), node.name
+    assert [(i.name, i.type.tensor_type.elem_type) for i in converted.graph.input] == [
+        ("input_ids", onnx.TensorProto.INT64),
+        ("attention_mask", onnx.TensorProto.INT64),
+    ]
+    assert converted.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert "logits" in produced
+
+    texts = ["a great movie", "the service was terrible and slow", "ok"]
+    encoded = tokenizer(texts, padding=True, return_tensors="np")
+    feeds = {k: encoded[k].astype(np.int64) for k in ("input_ids", "attention_mask")}
+    reference = ort.InferenceSession(str(onnx_file)).run(None, feeds)[0]
+    half = ort.InferenceSession(converted.SerializeToString()).run(None, feeds)[0]
+    np.testing.assert_allclose(half, reference, atol=0.05)
+
+
+# --- the gate ------------------------------------------------------------------------------------
+
+
+def test_gate_passes_close_logits_and_names_each_failure() -> None:
+    reference = np.array([[2.0, -2.0], [-1.0, 1.0], [3.0, 0.0], [0.0, 2.0]])
+    close = compare(reference, reference + 0.01, np.array([0, 1, 0, 1]))
+    assert close.agreement == 1.0 and gate(close, GateConfig()) == ()
+    flipped = compare(reference, reference * np.array([[1, 1], [-1, -1], [1, 1], [1, 1]]), np.array([0, 1, 0, 1]))
+    reasons = gate(flipped, GateConfig())
+    assert any("agreement 75.0%" in r for r in reasons)
+    assert any("accuracy drop 25.0 points" in r for r in reasons)
+    assert any("logit drift" in r for r in reasons)
+
+
+def test_macro_f1_and_label_mapping() -> None:
+    assert macro_f1(np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1]), 2) == pytest.approx((2 / 3 + 0.8) / 2)
+    assert label_ids(["POS", "NEG", "1"], ["NEG", "POS"]).tolist() == [1, 0, 1]
+    with pytest.raises(ConfigError, match="not one of the model's labels"):
+        label_ids(["neutral"], ["NEG", "POS"])
+
+
+def test_cpu_int8_from_real_text_passes_the_gate_and_the_report_is_written(tiny, tmp_path: Path) -> None:
+    onnx_file, tokenizer = tiny
+    config = PrecisionConfig(
+        precisions=(Precision.fp32, Precision.fp16, Precision.int8), calibration_data=text_data.BUILTIN
+    )
+    report = build_variants(onnx_file, tokenizer, 512, ["NEGATIVE", "POSITIVE"], config, "cpu", tmp_path)
+    kept = {v.precision: v for v in report.kept()}
+    assert set(kept) == {Precision.fp32, Precision.fp16, Precision.int8}
+    assert report.served is Precision.int8
+    int8 = kept[Precision.int8]
+    assert int8.agreement is not None and int8.agreement.agreement >= 0.99 and not int8.failures
+    assert int8.agreement.accuracy is not None  # the built-in evaluation set is labelled
+    forms = {v.form for v in report.variants}
+    assert {"int8-qdq", "int8-dynamic"} <= forms  # both CPU INT8 forms were built and timed
+    written = report.write(tmp_path)
+    data = json.loads(written[0].read_text())
+    assert data["served_precision"] == "int8" and "texts_per_s" in data["variants"][0]
+    assert "| int8 |" in written[1].read_text()
+
+
+def test_planted_bad_variant_calibrated_on_constant_text_is_rejected(tiny, tmp_path: Path) -> None:
+    onnx_file, tokenizer = tiny
+    constant = tmp_path / "constant.txt"
+    constant.write_text(("! " * 400 + "\n") * 16)  # the same long text, sixteen times
+    reports = {}
+    for name, data in (("good", text_data.BUILTIN_CALIBRATION), ("bad", constant)):
+        (tmp_path / name).mkdir()
+        config = PrecisionConfig(precisions=(Precision.fp32, Precision.int8), calibration_data=str(data))
+        # GPU targets build only the calibrated Q/DQ form, the one calibration can spoil.
+        labels = ["NEGATIVE", "POSITIVE"]
+        reports[name] = build_variants(onnx_file, tokenizer, 512, labels, config, "gpu", tmp_path / name)
+    good, bad = reports["good"], reports["bad"]
+    good_int8 = next(v for v in good.variants if v.form == "int8-qdq")
+    bad_int8 = next(v for v in bad.variants if v.form == "int8-qdq")
+    assert good_int8.kept and not good_int8.failures
+    assert not bad_int8.kept and bad_int8.failures
+    assert bad_int8.agreement is not None and good_int8.agreement is not None
+    assert bad_int8.agreement.logit_drift > 3 * good_int8.agreement.logit_drift
+    assert bad.served is Precision.fp32
+
+
+def test_force_keeps_a_failing_variant_and_says_so(tiny, tmp_path: Path) -> None:
+    onnx_file, tokenizer = tiny
+    constant = tmp_path / "constant.txt"
+    constant.write_text(("! " * 400 + "\n") * 16)
+    config = PrecisionConfig(precisions=(Precision.int8,), calibration_data=str(constant), gate=GateConfig(force=True))
+    report = build_variants(onnx_file, tokenizer, 512, ["NEGATIVE", "POSITIVE"], config, "gpu", tmp_path)
+    (int8,) = report.kept()
+    assert int8.failures and "--force" in int8.note

@@ -1,0 +1,115 @@
+"""TensorRT engine building: what can be checked without a GPU (profiles, commands, configs, errors)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from distil.build.engines import bucket_lengths, compile_repository, onnx_classifiers
+from distil.build.trt_engine import (
+    EngineConfig,
+    EngineMetadata,
+    bucket_length,
+    build_engine,
+    check_compatibility,
+    profiles,
+    tensorrt_available,
+    trtexec_command,
+)
+from distil.errors import ConfigError, EngineBuildError, RepositoryError
+from distil.model_repository import pbtxt
+from distil.model_repository.config import RepositoryConfig, Target
+from tests.conftest import build_repository
+
+
+def _config(**kwargs: object) -> EngineConfig:
+    return EngineConfig(onnx_file=Path("m.onnx"), plan_file=Path("m.plan"), **kwargs)  # type: ignore[arg-type]
+
+
+def test_one_profile_per_bucket_covering_every_batch_up_to_the_maximum() -> None:
+    config = _config(buckets=(64, 128, 256, 512), max_batch_size=32, opt_batch_size=8)
+    found = profiles(config)
+    assert [p.max for p in found] == [(32, 64), (32, 128), (32, 256), (32, 512)]
+    assert all(p.min == (1, 1) and p.opt[0] == 8 for p in found)
+    assert [p.opt[1] for p in found] == [64, 128, 256, 512]
+
+
+def test_bucket_padding_chooses_the_smallest_bucket_that_fits() -> None:
+    assert [bucket_length(n, (64, 128, 512)) for n in (1, 64, 65, 300, 512)] == [64, 64, 128, 512, 512]
+    with pytest.raises(ValueError, match="longer than the largest bucket"):
+        bucket_length(513, (64, 128, 512))
+    assert bucket_lengths(128) == (64, 128)
+    assert bucket_lengths(512) == (64, 128, 256, 512)
+
+
+def test_trtexec_command_is_strongly_typed_with_one_shape_set_per_profile() -> None:
+    command = trtexec_command(_config(buckets=(64, 128), timing_cache=Path("cache")))
+    assert command[0] == "trtexec" and "--stronglyTyped" in command
+    assert not any(flag in command for flag in ("--fp16", "--int8"))  # precision comes from the graph
+    assert command.count("--maxShapes=input_ids:64x64,attention_mask:64x64") == 1
+    assert sum(c.startswith("--minShapes=") for c in command) == 2
+    assert "--timingCacheFile=cache" in command
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"buckets": ()}, {"buckets": (128, 64)}, {"opt_batch_size": 128}, {"workspace_mib": 1}]
+)
+def test_engine_config_rejects_bad_values(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ConfigError):
+        _config(**kwargs)
+
+
+def test_plan_for_another_gpu_or_tensorrt_is_refused_with_the_fix() -> None:
+    built = EngineMetadata("10.5.0", "NVIDIA L4", "8.9", "fp16", "abc")
+    check_compatibility(built, "10.5.0.18", "NVIDIA L4", "8.9")  # same: no error
+    with pytest.raises(EngineBuildError, match=r"TensorRT 10\.5\.0, this node has 10\.3\.0.*--from-onnx"):
+        check_compatibility(built, "10.3.0", "NVIDIA L4", "8.9")
+    with pytest.raises(EngineBuildError, match="built on NVIDIA L4 .*this node has NVIDIA A10G"):
+        check_compatibility(built, "10.5.0", "NVIDIA A10G", "8.6")
+
+
+def test_tensorrt_config_lists_every_profile_in_each_instance_group() -> None:
+    config = pbtxt.to_proto(
+        pbtxt.classifier_config(RepositoryConfig(target=Target.gpu), num_labels=2, pad_id=0, tensorrt_profiles=4)
+    )
+    assert config.platform == "tensorrt_plan" and config.default_model_filename == "model.plan"
+    assert list(config.instance_group[0].profile) == ["0", "1", "2", "3"]
+
+
+requires_no_tensorrt = pytest.mark.skipif(tensorrt_available()[0], reason="TensorRT and a GPU are present here")
+
+
+@requires_no_tensorrt
+def test_without_tensorrt_building_says_what_is_needed(tmp_path: Path) -> None:
+    available, why = tensorrt_available()
+    assert not available and ("TensorRT" in why)
+    with pytest.raises(EngineBuildError, match="TensorRT"):
+        build_engine(EngineConfig(onnx_file=tmp_path / "m.onnx", plan_file=tmp_path / "m.plan"))
+
+
+@pytest.fixture(scope="module")
+def gpu_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    output = tmp_path_factory.mktemp("gpu") / "repository"
+    build_repository("tiny", output, target=Target.gpu)
+    return output
+
+
+def test_gpu_repository_serves_onnx_with_onnxruntime_until_plans_are_built(gpu_repository: Path) -> None:
+    assert [p.name for p in onnx_classifiers(gpu_repository)] == ["classifier"]
+    config = pbtxt.parse_text((gpu_repository / "classifier" / "config.pbtxt").read_text())
+    assert config.platform == "onnxruntime_onnx"
+    assert not (gpu_repository / "classifier" / "1" / "model.py").exists()
+
+
+@requires_no_tensorrt
+def test_from_onnx_without_tensorrt_fails_clearly_and_leaves_the_repository_as_it_was(gpu_repository: Path) -> None:
+    before = (gpu_repository / "classifier" / "config.pbtxt").read_text()
+    with pytest.raises(EngineBuildError, match="TensorRT"):
+        compile_repository(gpu_repository)
+    assert (gpu_repository / "classifier" / "config.pbtxt").read_text() == before
+
+
+def test_from_onnx_refuses_a_cpu_repository(tiny_repository: Path) -> None:
+    with pytest.raises(RepositoryError, match="--target cpu"):
+        compile_repository(tiny_repository)
