@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
+from distil import machine
 from distil.errors import LoadTestError
 from distil.loadtest.corpus import TextSampler, read_corpus
 from distil.loadtest.metrics_scrape import metrics_endpoint, scrape
@@ -52,7 +52,7 @@ def _scheme(transport: Transport) -> str:
 
 
 def machine_description() -> str:
-    return f"{platform.node()} ({platform.machine()}, {os.cpu_count()} CPUs, {platform.system()})"
+    return machine.describe()
 
 
 def check_server(config: LoadTestConfig) -> None:

@@ -250,7 +250,7 @@ def values_overlay_yaml(recommendation: HpaRecommendation) -> str:
     header = (
         f"# Written by distil from {recommendation.source}: one replica carries "
         f"{recommendation.capacity_rps:.1f} rps at {recommendation.percentile.value} ≤ "
-        f"{recommendation.slo_ms:g} ms.\n# Regenerate with `distil loadtest analyze` rather than editing.\n"
+        f"{recommendation.slo_ms:g} ms.\n# Regenerate with `distil capacity` rather than editing.\n"
     )
     return header + _dump(values_overlay(recommendation))
 
