@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
+from distil.build.model_source import DEFAULT_MODEL
 from distil.cli.console import err, out, quiet_libraries, reports_errors, stage
 from distil.errors import ConfigError
 from distil.model_repository.config import RepositoryConfig, Target, load_yaml
@@ -17,7 +18,6 @@ from distil.model_repository.config import RepositoryConfig, Target, load_yaml
 if TYPE_CHECKING:
     from distil.build.variants import Precision, PrecisionReport
 
-DEFAULT_MODEL = "distilbert-base-uncased-finetuned-sst-2-english"
 PRECISIONS = ("fp32", "fp16", "int8")
 
 

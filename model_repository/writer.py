@@ -18,7 +18,7 @@ Layout (``<repository>`` is the folder given to ``tritonserver --model-repositor
 from __future__ import annotations
 
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,8 +151,3 @@ def write_repository(
         )
 
     return sorted(p for p in root.rglob("*") if p.is_file())
-
-
-def model_names(root: Path) -> Sequence[str]:
-    """The models a repository folder holds (sub-folders with a config.pbtxt)."""
-    return sorted(p.parent.name for p in root.glob("*/config.pbtxt"))
