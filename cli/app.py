@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from distil import __version__
-from distil.cli import build_cmd, demo_cmd, loadtest_cmd, serve_cmd
+from distil.cli import bench_cmd, build_cmd, demo_cmd, loadtest_cmd, serve_cmd
 
 app = typer.Typer(
     name="distil",
@@ -20,6 +20,8 @@ app.command("infer")(serve_cmd.infer)
 app.command("demo")(demo_cmd.demo)
 app.add_typer(loadtest_cmd.app, name="loadtest")
 app.command("capacity")(loadtest_cmd.capacity)
+app.command("bench")(bench_cmd.bench)
+app.command("tune")(bench_cmd.tune)
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,52 @@
+"""Pure parts of the bench and tune: length grouping in the classifier, the tune search space and config writing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from distil.errors import ConfigError
+from distil.loadtest.tune import SearchSpace, TunePoint, apply_point, current_point
+from distil.model_repository import pbtxt
+from distil.model_repository.backends.onnx_classifier import length_groups
+
+
+def test_length_groups_cover_every_row_once_and_bound_padding() -> None:
+    lengths = np.array([3, 130, 4, 128, 5, 60, 2, 3])
+    groups = length_groups(lengths, max_waste=0.25)
+    rows = np.concatenate(groups)
+    assert sorted(rows.tolist()) == list(range(len(lengths)))
+    for group in groups:
+        padded = lengths[group].max() * len(group)
+        assert padded <= 1.25 * lengths[group].sum() or len(group) == 1
+
+
+def test_length_groups_keep_equal_lengths_in_one_batch() -> None:
+    assert len(length_groups(np.full(16, 7))) == 1
+
+
+def test_snap_moves_a_point_outside_the_space_to_its_nearest_values() -> None:
+    space = SearchSpace(max_batch_size=(8, 32), max_queue_delay_us=(0, 2000), preferred=("none",))
+    snapped = space.snap(TunePoint(64, 1800, "half", 3, 1))
+    assert snapped == TunePoint(32, 2000, "none", 2, 1)
+
+
+def test_empty_search_dimension_is_refused() -> None:
+    with pytest.raises(ConfigError, match="empty"):
+        SearchSpace(max_batch_size=())
+
+
+def test_apply_point_writes_batching_and_instances_and_caps_the_ensemble(tiny_repository: Path, tmp_path: Path) -> None:
+    import shutil
+
+    repository = tmp_path / "repository"
+    shutil.copytree(tiny_repository, repository)
+    point = TunePoint(16, 500, "half", 2, 2)
+    apply_point(repository, "classifier", point)
+    assert current_point(repository, "classifier") == point
+    classifier = pbtxt.parse_text((repository / "classifier" / "config.pbtxt").read_text())
+    assert list(classifier.dynamic_batching.preferred_batch_size) == [8, 16]
+    ensemble = pbtxt.parse_text((repository / "distilbert" / "config.pbtxt").read_text())
+    assert ensemble.max_batch_size == 16
