@@ -35,6 +35,7 @@ def _floats(text: str, option: str) -> tuple[float, ...]:
 def _bench_command(config: BenchConfig, out_dir: Path) -> str:
     """The command that repeats this measurement, with every setting spelt out."""
     args = ["distil", "bench", "--repository", str(config.repository), "--duration", f"{config.duration_s:g}"]
+    args += ["--rounds", str(config.rounds)]
     args += ["--concurrency", ",".join(map(str, config.concurrency)), "--paths", ",".join(config.kinds)]
     if config.rates:
         args += ["--rates", ",".join(f"{r:g}" for r in config.rates)]
@@ -51,7 +52,10 @@ def _bench_command(config: BenchConfig, out_dir: Path) -> str:
 @reports_errors
 def bench(
     repository: Path = typer.Option(..., "--repository", "-r", help="CPU repository written by build-engines."),
-    duration: float = typer.Option(8.0, help="Seconds per saturation level and per fixed-rate step."),
+    duration: float = typer.Option(8.0, help="Seconds per saturation level (over all rounds) and per fixed-rate step."),
+    rounds: int = typer.Option(
+        4, help="Saturation is measured in this many rounds of short windows, the paths interleaved."
+    ),
     concurrency: str = typer.Option("2,16", help="Closed-loop concurrencies; each path keeps its best."),
     rate_fractions: str = typer.Option(
         "0.25,0.5,0.75", help="Fixed offered rates as fractions of the slowest served/FastAPI saturation."
@@ -72,6 +76,7 @@ def bench(
     config = BenchConfig(
         repository=repository,
         duration_s=duration,
+        rounds=rounds,
         concurrency=_ints(concurrency, "--concurrency"),
         rate_fractions=_floats(rate_fractions, "--rate-fractions"),
         rates=_floats(rates, "--rates"),

@@ -19,6 +19,7 @@ ONNX Runtime and against the FastAPI baseline at the same precision.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -30,7 +31,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from distil import machine
 from distil.errors import ConfigError, LoadTestError
 from distil.loadtest import fastapi_baseline
 from distil.loadtest.corpus import TextSampler, read_corpus
+from distil.loadtest.cpu_time import CLIENT, CpuMeter, CpuUse
 from distil.loadtest.metrics_scrape import metrics_endpoint, scrape
 from distil.loadtest.open_loop import run_open_step
 from distil.loadtest.protocol import (
@@ -49,7 +51,7 @@ from distil.loadtest.protocol import (
     http_error_kind,
 )
 from distil.loadtest.recorder import Recorder, StepRecord
-from distil.loadtest.results import LoadMode, StepResult
+from distil.loadtest.results import LoadMode, ModelMetrics, StepResult
 from distil.model_repository import pbtxt
 from distil.model_repository.config import CLASSIFIER, ENSEMBLE, POSTPROCESS, TOKENIZER
 from distil.model_repository.server import ServerConfig, TritonServer, free_port
@@ -64,6 +66,7 @@ TRITON_GRPC = "triton-grpc"
 FASTAPI = "fastapi"
 KINDS = (EAGER, ORT, TRITON_HTTP, TRITON_GRPC, FASTAPI)
 SERVED = (TRITON_HTTP, TRITON_GRPC)
+FASTAPI_ROLE = "uvicorn"  # the FastAPI baseline's processes, as cpu_time names them
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,8 @@ class BenchConfig:
     """What to measure and for how long."""
 
     repository: Path
-    duration_s: float = 8.0  # each saturation level and each fixed-rate step
+    duration_s: float = 8.0  # each saturation level (in total over the rounds) and each fixed-rate step
+    rounds: int = 4  # saturation windows per path and level, interleaved with the other paths'
     concurrency: tuple[int, ...] = (2, 16)
     rate_fractions: tuple[float, ...] = (0.25, 0.5, 0.75)
     rates: tuple[float, ...] = ()  # absolute offered rates; overrides rate_fractions
@@ -100,6 +104,8 @@ class BenchConfig:
             raise ConfigError(f"unknown path kind(s) {sorted(unknown)}; choose among {list(KINDS)}.")
         if self.workers < 1:
             raise ConfigError("--workers must be at least 1.")
+        if self.rounds < 1:
+            raise ConfigError("--rounds must be at least 1.")
 
 
 @dataclass(frozen=True)
@@ -169,6 +175,9 @@ class PathResult:
     saturation_errors: int
     rates: tuple[RateResult, ...] = ()
     server: dict[str, dict[str, float | None]] = field(default_factory=dict)  # Triton per-model counters
+    # CPU time per successful request at saturation, by process role (cpu_time.role), and the cores' busy share
+    cpu_ms_per_request: dict[str, float] = field(default_factory=dict)
+    cpu_utilisation: float | None = None
 
     def at_rate(self, rate: float) -> RateResult | None:
         return next((r for r in self.rates if abs(r.rate - rate) < 1e-9), None)
@@ -184,6 +193,7 @@ class BenchResult:
     concurrency: tuple[int, ...]
     rates: tuple[float, ...]
     paths: tuple[PathResult, ...]
+    rounds: int = 1
     command: str = ""
     skipped: dict[str, str] = field(default_factory=dict)
 
@@ -309,8 +319,8 @@ class FastApiRequester:
 
 
 @contextmanager
-def fastapi_server(info: RepositoryInfo, precision: str, workers: int, log: Path) -> Iterator[int]:
-    """uvicorn with ``workers`` processes on a free loopback port; yields the port."""
+def fastapi_server(info: RepositoryInfo, precision: str, workers: int, log: Path) -> Iterator[tuple[int, int]]:
+    """uvicorn with ``workers`` processes on a free loopback port; yields the port and uvicorn's pid."""
     port = free_port()
     env = dict(
         os.environ,
@@ -345,7 +355,7 @@ def fastapi_server(info: RepositoryInfo, precision: str, workers: int, log: Path
         for _ in range(4 * workers):
             requester.infer(["warm up"])
         requester.close()
-        yield port
+        yield port, process.pid
     finally:
         process.terminate()
         try:
@@ -378,6 +388,13 @@ def closed_loop(
     requesters: Sequence[Requester], samplers: Sequence[TextSampler], duration_s: float, metrics: str | None = None
 ) -> StepResult:
     """Each requester sends its next text as soon as the previous answer is back, for ``duration_s``."""
+    return closed_loop_record(requesters, samplers, duration_s, metrics).to_result(LoadMode.CLOSED)
+
+
+def closed_loop_record(
+    requesters: Sequence[Requester], samplers: Sequence[TextSampler], duration_s: float, metrics: str | None = None
+) -> StepRecord:
+    """:func:`closed_loop`, returning the raw record (every latency) so that windows can be merged."""
     recorder = Recorder()
     step = recorder.begin_step(0, len(requesters), time.monotonic(), scrape(metrics))
     deadline = time.perf_counter() + duration_s
@@ -401,7 +418,7 @@ def closed_loop(
         thread.join()
     # Requests still in flight at the deadline finish and count: the window is the real elapsed time.
     recorder.end_step(step.start_s + max(time.perf_counter() - (deadline - duration_s), duration_s), scrape(metrics))
-    return step.to_result(LoadMode.CLOSED)
+    return step
 
 
 def open_loop(
@@ -435,29 +452,95 @@ class _Path:
     precision: str
     make: Callable[[], Requester]  # one per concurrent caller
     metrics: str | None = None
+    processes: tuple[tuple[int, str | None], ...] = ()  # process trees whose CPU time is counted (cpu_time.Roots)
 
 
-def _fastapi_path(precision: str, port: int, timeout_s: float) -> _Path:
-    return _Path(f"{FASTAPI}-{precision}", FASTAPI, precision, functools.partial(FastApiRequester, port, timeout_s))
+def _fastapi_path(precision: str, server: tuple[int, int], timeout_s: float) -> _Path:
+    port, pid = server
+    requester = functools.partial(FastApiRequester, port, timeout_s)
+    return _Path(f"{FASTAPI}-{precision}", FASTAPI, precision, requester, processes=((pid, FASTAPI_ROLE),))
 
 
-def _measure(path: _Path, config: BenchConfig, texts: Sequence[str], progress: Progress) -> PathResult:
-    pool = max(config.concurrency)
-    requesters = [path.make() for _ in range(pool)]
+@dataclass
+class _Windows:
+    """What one path measured at one concurrency, window by window over the rounds."""
+
+    records: list[StepRecord] = field(default_factory=list)
+    cpu: list[CpuUse] = field(default_factory=list)
+
+    def merged(self, users: int) -> StepResult:
+        """The windows as one step: every latency, summed counts and time, summed server counter deltas."""
+        step = StepRecord(index=0, level=users, start_s=0.0, end_s=0.0)
+        server: dict[str, dict[str, float]] = {}
+        for record in self.records:
+            end = record.end_s if record.end_s is not None else record.start_s
+            step.end_s = (step.end_s or 0.0) + end - record.start_s
+            step.sent += record.sent
+            step.latencies_us += record.latencies_us
+            step.errors.update(record.errors)
+            for model, counters in record.to_result(LoadMode.CLOSED).server.items():
+                total = server.setdefault(model, {})
+                for name in COUNTERS:
+                    total[name] = total.get(name, 0.0) + getattr(counters, name)
+        result = step.to_result(LoadMode.CLOSED)
+        return replace(result, server={model: ModelMetrics(model, **c) for model, c in server.items()})
+
+    def cpu_use(self) -> CpuUse:
+        by_role: dict[str, float] = {}
+        for use in self.cpu:
+            for name, seconds in use.by_role.items():
+                by_role[name] = by_role.get(name, 0.0) + seconds
+        return CpuUse(by_role, sum(use.wall_s for use in self.cpu))
+
+
+COUNTERS = tuple(f.name for f in fields(ModelMetrics) if f.name != "model")
+
+
+def _window(path: _Path, users: int, seconds: float, texts: Sequence[str], seed: int) -> tuple[StepRecord, CpuUse]:
+    """One closed-loop window with fresh connections (idle keep-alive connections may be closed between rounds)."""
+    requesters = [path.make() for _ in range(users)]
     try:
-        warm = [TextSampler(texts, 1, config.seed + 10_000)]
-        closed_loop(requesters[:1], warm, config.warmup_s)
-        by_concurrency: dict[int, StepResult] = {}
-        for users in config.concurrency:
-            samplers = [TextSampler(texts, 1, config.seed + k) for k in range(users)]
-            by_concurrency[users] = closed_loop(requesters[:users], samplers, config.duration_s, path.metrics)
+        samplers = [TextSampler(texts, 1, seed + k) for k in range(users)]
+        with CpuMeter(path.processes) as meter:
+            record = closed_loop_record(requesters, samplers, seconds, path.metrics)
+    finally:
+        for requester in requesters:
+            requester.close()
+    return record, meter.use
+
+
+def _saturation(
+    paths: Sequence[_Path], config: BenchConfig, texts: Sequence[str], progress: Progress
+) -> dict[str, PathResult]:
+    """Every path at every concurrency, interleaved: ``rounds`` rounds, each giving every path a short window.
+
+    On a shared machine the speed of the cores drifts over minutes; measuring the paths one after another
+    turns that drift into differences between paths. Interleaved windows expose every path to the same drift,
+    so the ratios between them hold even when the absolute figures move.
+    """
+    for path in paths:
+        _window(path, 1, config.warmup_s, texts, config.seed + 10_000)
+    windows = {(path.name, users): _Windows() for path in paths for users in config.concurrency}
+    seconds = config.duration_s / config.rounds
+    for round_index in range(config.rounds):
+        for path in paths:
+            for users in config.concurrency:
+                record, cpu = _window(path, users, seconds, texts, config.seed + 1000 * round_index)
+                windows[path.name, users].records.append(record)
+                windows[path.name, users].cpu.append(cpu)
+        progress(f"round {round_index + 1}/{config.rounds} of the saturation windows done")
+    results = {}
+    for path in paths:
+        by_concurrency = {users: windows[path.name, users].merged(users) for users in config.concurrency}
         best = max(by_concurrency, key=lambda users: by_concurrency[users].achieved_rps)
         step = by_concurrency[best]
+        cpu = windows[path.name, best].cpu_use()
+        successes = step.requests - sum(step.errors.values())
         progress(
             f"{path.name}: {step.achieved_rps:.1f} req/s at concurrency {best} "
             f"(p99 {step.latency.p99_ms or float('nan'):.1f} ms)"
         )
-        return PathResult(
+        results[path.name] = PathResult(
             name=path.name,
             kind=path.kind,
             precision=path.precision,
@@ -467,33 +550,42 @@ def _measure(path: _Path, config: BenchConfig, texts: Sequence[str], progress: P
             saturation_p99_ms=step.latency.p99_ms,
             saturation_errors=sum(step.errors.values()),
             server=_server_summary(step),
+            cpu_ms_per_request={k: v for k, v in cpu.per_request_ms(successes).items() if v >= 0.05},
+            cpu_utilisation=cpu.utilisation(os.cpu_count() or 1),
         )
-    finally:
-        for requester in requesters:
-            requester.close()
+    return results
 
 
-def _measure_rates(
-    path: _Path, result: PathResult, rates: Sequence[float], config: BenchConfig, texts: Sequence[str]
-) -> PathResult:
+def _fixed_rates(
+    paths: Sequence[_Path],
+    results: dict[str, PathResult],
+    rates: Sequence[float],
+    config: BenchConfig,
+    texts: Sequence[str],
+    progress: Progress,
+) -> None:
+    """Each offered rate for every path in turn, so that the paths compared at one rate are measured close in time."""
     # Enough callers that the generator never limits the offered rate below the path's own limit.
     pool = max(max(config.concurrency), 8)
-    requesters = [path.make() for _ in range(pool)]
-    try:
-        measured = []
-        for rate in rates:
-            samplers = [TextSampler(texts, 1, config.seed + k) for k in range(pool)]
-            step = open_loop(requesters, samplers, rate, config.duration_s, config.request_timeout_s)
+    measured: dict[str, list[RateResult]] = {path.name: [] for path in paths}
+    for rate in rates:
+        for path in paths:
+            requesters = [path.make() for _ in range(pool)]
+            try:
+                samplers = [TextSampler(texts, 1, config.seed + k) for k in range(pool)]
+                step = open_loop(requesters, samplers, rate, config.duration_s, config.request_timeout_s)
+            finally:
+                for requester in requesters:
+                    requester.close()
             latency = step.latency
-            measured.append(
+            measured[path.name].append(
                 RateResult(
                     rate, step.achieved_rps, latency.p50_ms, latency.p95_ms, latency.p99_ms, sum(step.errors.values())
                 )
             )
-    finally:
-        for requester in requesters:
-            requester.close()
-    return PathResult(**{**asdict(result), "rates": tuple(measured)})
+        progress(f"{rate:g} req/s done for every path")
+    for path in paths:
+        results[path.name] = replace(results[path.name], rates=tuple(measured[path.name]))
 
 
 def run_bench(config: BenchConfig, progress: Progress = lambda _: None) -> BenchResult:
@@ -554,25 +646,21 @@ def run_bench(config: BenchConfig, progress: Progress = lambda _: None) -> Bench
                                 endpoint,
                             )
                         )
+            # The server's processes count for every path: idle, they should cost the in-process paths nothing.
+            watched = ((server.pid, None),) if server is not None and server.pid else ()
             for path in paths:
-                results[path.name] = _measure(path, config, texts, progress)
-            fastapi_paths = list(precisions) if FASTAPI in config.kinds else []
-            # FastAPI saturation: measured with the Triton server idle (it holds memory, not CPU).
-            log = work / "uvicorn.log"
-            for precision in fastapi_paths:
-                with fastapi_server(info, precision, config.workers, log) as port:
-                    path = _fastapi_path(precision, port, config.request_timeout_s)
-                    results[path.name] = _measure(path, config, texts, progress)
-            rates = config.rates or _default_rates(results, config.rate_fractions)
-            progress(f"fixed offered rates: {', '.join(f'{r:g}' for r in rates)} req/s")
-            for path in paths:
-                results[path.name] = _measure_rates(path, results[path.name], rates, config, texts)
-                progress(f"{path.name}: fixed rates done")
-            for precision in fastapi_paths:
-                with fastapi_server(info, precision, config.workers, log) as port:
-                    path = _fastapi_path(precision, port, config.request_timeout_s)
-                    results[path.name] = _measure_rates(path, results[path.name], rates, config, texts)
-                    progress(f"{path.name}: fixed rates done")
+                path.processes = watched
+            with contextlib.ExitStack() as baselines:
+                if FASTAPI in config.kinds:
+                    log = work / "uvicorn.log"
+                    for precision in precisions:
+                        progress(f"starting the FastAPI baseline ({precision}, {config.workers} workers)")
+                        process = baselines.enter_context(fastapi_server(info, precision, config.workers, log))
+                        paths.append(_fastapi_path(precision, process, config.request_timeout_s))
+                results = _saturation(paths, config, texts, progress)
+                rates = config.rates or _default_rates(results, config.rate_fractions)
+                progress(f"fixed offered rates: {', '.join(f'{r:g}' for r in rates)} req/s")
+                _fixed_rates(paths, results, rates, config, texts, progress)
     order = {kind: i for i, kind in enumerate(KINDS)}
     ordered = sorted(results.values(), key=lambda r: (r.precision != "fp32", r.precision, order[r.kind]))
     return BenchResult(
@@ -584,6 +672,7 @@ def run_bench(config: BenchConfig, progress: Progress = lambda _: None) -> Bench
         concurrency=config.concurrency,
         rates=tuple(rates),
         paths=tuple(ordered),
+        rounds=config.rounds,
         skipped=skipped,
     )
 
@@ -622,7 +711,8 @@ def to_markdown(result: BenchResult) -> str:
     lines = [
         f"Machine: {result.machine}. Model: `{result.model}`. Texts: {result.corpus}, one text per request.",
         f"Saturation: closed loop, best of concurrency {', '.join(map(str, result.concurrency))}, "
-        f"{result.duration_s:g} s each. Fixed rates: open loop, {result.duration_s:g} s each, latency from due time.",
+        f"{result.duration_s:g} s each, in {result.rounds} rounds of windows with the paths interleaved. "
+        f"Fixed rates: open loop, {result.duration_s:g} s each, the paths in turn at each rate, latency from due time.",
         "",
         "| path | req/s at saturation | best concurrency | vs in-process ORT | vs FastAPI | vs same path FP32 |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -666,11 +756,39 @@ def to_markdown(result: BenchResult) -> str:
                     f"| {path.name} | {model} | {_ms(stats['avg_batch'])} | {_ms(stats['queue_us_per_request'])} | "
                     f"{_ms(stats['compute_us_per_exec'])} |"
                 )
+    lines += _cpu_table(result.paths)
     for name, why in result.skipped.items():
         lines.append(f"\n{name} was not measured: {why}")
     if result.command:
         lines += ["", f"Command: `{result.command}`"]
     return "\n".join(lines) + "\n"
+
+
+def _cpu_table(paths: Sequence[PathResult]) -> list[str]:
+    """CPU ms per request at saturation, one column per process role, and how busy the cores were."""
+    measured = [p for p in paths if p.cpu_ms_per_request]
+    if not measured:
+        return []
+    first = (CLIENT, "tritonserver", TOKENIZER)
+    roles = sorted(
+        {r for p in measured for r in p.cpu_ms_per_request},
+        key=lambda r: (r not in first, first.index(r) if r in first else 0, r),
+    )
+    lines = [
+        "",
+        "CPU time per request at saturation, by process (ms of user + system time; `client` is the bench "
+        "process: the load generator, and for in-process paths also the model), and the share of the "
+        "machine's cores busy:",
+        "",
+        "| path | " + " | ".join(roles) + " | total | cores busy |",
+        "| --- |" + " --- |" * (len(roles) + 2),
+    ]
+    for path in measured:
+        cells = [_ms(path.cpu_ms_per_request.get(role)) for role in roles]
+        total = sum(path.cpu_ms_per_request.values())
+        busy = "-" if path.cpu_utilisation is None else f"{100 * path.cpu_utilisation:.0f}%"
+        lines.append(f"| {path.name} | " + " | ".join(cells) + f" | {total:.1f} | {busy} |")
+    return lines
 
 
 def write_outputs(result: BenchResult, out_dir: Path) -> tuple[Path, Path]:

@@ -39,6 +39,8 @@ def test_bench_measures_every_requested_path_and_reports_consistent_ratios(
             "0.2",
             "--concurrency",
             "4",
+            "--rounds",
+            "2",
             "--rates",
             "20",
             "--workers",
@@ -51,7 +53,7 @@ def test_bench_measures_every_requested_path_and_reports_consistent_ratios(
     data = json.loads((out / "bench.json").read_text())
     names = {p["name"] for p in data["paths"]}
     assert names == {"ort-fp32", "triton-http-fp32", "triton-grpc-fp32", "fastapi-fp32"}
-    assert data["machine"] and data["rates"] == [20.0]
+    assert data["machine"] and data["rates"] == [20.0] and data["rounds"] == 2
     by_name = {p["name"]: p for p in data["paths"]}
     for path in data["paths"]:
         assert path["saturation_rps"] > 0 and path["saturation_errors"] == 0
@@ -62,8 +64,15 @@ def test_bench_measures_every_requested_path_and_reports_consistent_ratios(
         assert row["vs_fastapi"] == pytest.approx(by_name[row["path"]]["saturation_rps"] / fastapi["saturation_rps"])
     # Triton's own statistics are recorded for the served paths, for every model of the pipeline.
     assert {"tokenizer", "classifier", "postprocess"} <= set(by_name["triton-http-fp32"]["server"])
+    # CPU time per request is split by process: the stubs by model, the server, the client; uvicorn for FastAPI.
+    served_cpu = by_name["triton-http-fp32"]["cpu_ms_per_request"]
+    assert {"client", "tritonserver", "tokenizer", "classifier", "postprocess"} <= set(served_cpu)
+    assert {"client", "uvicorn"} <= set(by_name["fastapi-fp32"]["cpu_ms_per_request"])
+    assert "tokenizer" not in by_name["ort-fp32"]["cpu_ms_per_request"]  # the idle server's stubs do no work
+    assert all(p["cpu_utilisation"] > 0 for p in data["paths"])
     markdown = (out / "bench.md").read_text()
     assert data["machine"] in markdown and "triton-grpc-fp32" in markdown and "distil bench" in markdown
+    assert "CPU time per request at saturation" in markdown and "2 rounds" in markdown
 
 
 def test_bench_refuses_a_folder_that_is_not_a_repository(tmp_path: Path) -> None:

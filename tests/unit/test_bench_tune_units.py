@@ -50,3 +50,34 @@ def test_apply_point_writes_batching_and_instances_and_caps_the_ensemble(tiny_re
     assert list(classifier.dynamic_batching.preferred_batch_size) == [8, 16]
     ensemble = pbtxt.parse_text((repository / "distilbert" / "config.pbtxt").read_text())
     assert ensemble.max_batch_size == 16
+
+
+def _metrics(success: int, executions: int) -> str:
+    return (
+        f'nv_inference_request_success{{model="classifier",version="1"}} {success}\n'
+        f'nv_inference_count{{model="classifier",version="1"}} {success}\n'
+        f'nv_inference_exec_count{{model="classifier",version="1"}} {executions}\n'
+    )
+
+
+def test_interleaved_windows_merge_into_one_step_with_summed_time_counts_and_server_deltas() -> None:
+    from distil.loadtest.bench import _Windows
+    from distil.loadtest.cpu_time import CpuUse
+    from distil.loadtest.recorder import StepRecord
+
+    first = StepRecord(0, 4, start_s=10.0, end_s=12.0, sent=5, latencies_us=[1000.0] * 4,
+                       metrics_before=_metrics(100, 10), metrics_after=_metrics(104, 11))  # fmt: skip
+    first.errors["timeout"] = 1
+    # Between the windows other paths ran on the same server: their counts must not be attributed here.
+    second = StepRecord(0, 4, start_s=50.0, end_s=53.0, sent=6, latencies_us=[3000.0] * 6,
+                        metrics_before=_metrics(900, 90), metrics_after=_metrics(906, 93))  # fmt: skip
+    windows = _Windows([first, second], [CpuUse({"client": 1.0}, 2.0), CpuUse({"client": 0.5, "x": 1.0}, 3.0)])
+    step = windows.merged(4)
+    assert step.duration_s == pytest.approx(5.0)
+    assert step.achieved_rps == pytest.approx(10 / 5.0)
+    assert step.requests == 11 and step.errors == {"timeout": 1}
+    assert step.latency.p50_ms == pytest.approx(3.0)
+    classifier = step.server["classifier"]
+    assert classifier.request_success == 10 and classifier.exec_count == 4
+    cpu = windows.cpu_use()
+    assert cpu.by_role == {"client": 1.5, "x": 1.0} and cpu.wall_s == 5.0
