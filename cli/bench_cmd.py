@@ -12,10 +12,10 @@ from rich.table import Table
 
 from distil.cli.console import err, out, reports_errors
 from distil.errors import ConfigError
-from distil.loadtest.results import Percentile
+from distil.loadtest.record.percentiles import Percentile
 
 if TYPE_CHECKING:
-    from distil.loadtest.bench import BenchConfig
+    from distil.loadtest.bench.config import BenchConfig
 
 
 def _ints(text: str, option: str) -> tuple[int, ...]:
@@ -71,7 +71,8 @@ def bench(
     out_dir: Path = typer.Option(Path("artifacts/bench"), "--out", help="Where bench.json and bench.md go."),
 ) -> None:
     """Served Triton vs PyTorch eager, in-process ONNX Runtime and a FastAPI endpoint: throughput, latency, ratios."""
-    from distil.loadtest.bench import BenchConfig, run_bench, write_outputs
+    from distil.loadtest.bench.markdown import write_outputs
+    from distil.loadtest.bench.measure import BenchConfig, run_bench
 
     config = BenchConfig(
         repository=repository,
@@ -130,7 +131,7 @@ def tune(
     out_dir: Path = typer.Option(Path("artifacts/tune"), "--out", help="Where tune.json, tune.md and tune.png go."),
 ) -> None:
     """Search batching and instances for the most throughput within the SLO; write the best into the repository."""
-    from distil.loadtest.tune import SearchSpace, TuneConfig, run_tune, write_outputs
+    from distil.loadtest.bench.tune import SearchSpace, TuneConfig, run_tune, write_outputs
     from distil.model_repository import pbtxt
 
     space = SearchSpace(

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from distil.cli.console import err, out, reports_errors, stage
 from distil.errors import ConfigError
-from distil.loadtest.analysis import (
+from distil.loadtest.analysis.capacity import (
     DEFAULT_ERROR_BUDGET,
     Analysis,
     CapacityCriteria,
@@ -26,9 +26,10 @@ from distil.loadtest.analysis import (
     capacity_gate,
     find_capacity,
 )
-from distil.loadtest.protocol import Transport, default_port
-from distil.loadtest.results import LoadMode, Percentile, RunResult, load_run
-from distil.loadtest.shapes import LoadTestConfig, Shape, build_steps, parse_levels
+from distil.loadtest.drive.protocol import Transport, default_port
+from distil.loadtest.drive.shapes import LoadTestConfig, Shape, build_steps, parse_levels
+from distil.loadtest.record.percentiles import Percentile
+from distil.loadtest.record.schema import LoadMode, RunResult, load_run
 
 app = typer.Typer(
     help="Load-test a running Triton server and turn the results into capacity and HPA settings.",
@@ -122,7 +123,7 @@ def _gate(run: RunResult, criteria: CapacityCriteria, required_rps: float | None
 
 
 def _run(config: LoadTestConfig, out_dir: Path) -> RunResult:
-    from distil.loadtest.runner import run_load_test, write_run
+    from distil.loadtest.drive.runner import run_load_test, write_run
 
     load = "users" if config.mode is LoadMode.CLOSED else "rps"
     levels = ", ".join(f"{s.level:g}" for s in config.steps)
@@ -246,7 +247,7 @@ def analyze_cmd(
     out.print(steps_table(run))
     _print_analysis(result)
     if report:
-        from distil.loadtest.report import write_report
+        from distil.loadtest.analysis.report import write_report
 
         target = out_dir or run_json.parent / "report"
         with stage("Writing the report"):
@@ -276,7 +277,7 @@ def smoke(
             url=url or "", transport=protocol, steps=steps, metrics_url=metrics, max_requests=200_000
         )
         result = _run(config, out_dir)
-    from distil.loadtest.report import write_report
+    from distil.loadtest.analysis.report import write_report
 
     analysis = analyze(result, criteria)
     files = write_report(result, analysis, out_dir / "report")
@@ -307,7 +308,7 @@ def capacity(
     out_dir: Path | None = typer.Option(None, "--out", help="Folder for the files [default: next to RUN_JSON]."),
 ) -> None:
     """Replica capacity → HPA settings: writes the Helm values overlay and the Prometheus/adapter rules."""
-    from distil.loadtest.thresholds import (
+    from distil.loadtest.analysis.thresholds import (
         HpaConfig,
         MetricType,
         adapter_rules_yaml,

@@ -94,8 +94,8 @@ def test_overload_is_rejected_fast_while_accepted_requests_keep_bounded_latency(
 
     import numpy as np
 
-    from distil.loadtest.corpus import read_corpus
-    from distil.loadtest.protocol import HttpRequester, RequestError, parse_target
+    from distil.loadtest.drive.corpus import read_corpus
+    from distil.loadtest.drive.protocol import HttpRequester, RequestError, parse_target
 
     target = parse_target(overload_server.config.http_url, 8000)
     long_texts = [t for t in read_corpus() if len(t) > 300]

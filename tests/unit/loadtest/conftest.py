@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from distil.loadtest.results import RunResult, load_run
+from distil.loadtest.record.schema import RunResult, load_run
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from distil.errors import ConfigError, LoadTestError
-from distil.loadtest.analysis import (
+from distil.loadtest.analysis.capacity import (
     CapacityCriteria,
     KneeRule,
     analyze,
@@ -17,14 +17,9 @@ from distil.loadtest.analysis import (
     find_capacity,
     find_knee,
 )
-from distil.loadtest.results import (
-    LatencyPercentiles,
-    LoadMode,
-    ModelMetrics,
-    Percentile,
-    RunResult,
-    StepResult,
-)
+from distil.loadtest.record.percentiles import LatencyPercentiles, Percentile
+from distil.loadtest.record.prometheus import ModelMetrics
+from distil.loadtest.record.schema import LoadMode, RunResult, StepResult
 
 
 def _open_step(

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from distil.errors import ConfigError
-from distil.loadtest.tune import SearchSpace, TunePoint, apply_point, current_point
+from distil.loadtest.bench.tune import SearchSpace, TunePoint, apply_point, current_point
 from distil.model_repository import pbtxt
 from distil.model_repository.backends.onnx_classifier import length_groups
 
@@ -61,9 +61,9 @@ def _metrics(success: int, executions: int) -> str:
 
 
 def test_interleaved_windows_merge_into_one_step_with_summed_time_counts_and_server_deltas() -> None:
-    from distil.loadtest.bench import _Windows
-    from distil.loadtest.cpu_time import CpuUse
-    from distil.loadtest.recorder import StepRecord
+    from distil.loadtest.bench.cpu_time import CpuUse
+    from distil.loadtest.bench.measure import _Windows
+    from distil.loadtest.record.recorder import StepRecord
 
     first = StepRecord(0, 4, start_s=10.0, end_s=12.0, sent=5, latencies_us=[1000.0] * 4,
                        metrics_before=_metrics(100, 10), metrics_after=_metrics(104, 11))  # fmt: skip

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import psutil
 
-from distil.loadtest.cpu_time import CLIENT, STUB, CpuMeter, difference, role
+from distil.loadtest.bench.cpu_time import CLIENT, STUB, CpuMeter, difference, role
 
 BUSY = "import time\nend = time.process_time() + {seconds}\nwhile time.process_time() < end: pass\n"
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from distil.loadtest.results import LoadMode
-from distil.loadtest.runner import run_load_test
-from distil.loadtest.shapes import LoadStep, LoadTestConfig
+from distil.loadtest.drive.runner import run_load_test
+from distil.loadtest.drive.shapes import LoadStep, LoadTestConfig
+from distil.loadtest.record.schema import LoadMode
 from tests.unit.loadtest.stall_server import StallServer
 
 
@@ -43,7 +43,7 @@ def test_open_loop_keeps_its_arrival_rate_and_counts_http_errors_by_kind(tmp_pat
     assert step.target_rps == 50 and step.users is None
 
     with StallServer(stall_at=0, status=503) as failing:
-        from distil.loadtest.protocol import HttpRequester, RequestError, parse_target
+        from distil.loadtest.drive.protocol import HttpRequester, RequestError, parse_target
 
         requester = HttpRequester(parse_target(failing.url, 8000))
         with pytest.raises(RequestError) as caught:

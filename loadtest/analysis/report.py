@@ -14,14 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from distil.loadtest.analysis import Analysis, in_load_order, judge_step
-from distil.loadtest.results import Percentile, RunResult
-from distil.loadtest.thresholds import (
+from distil.loadtest.analysis.capacity import Analysis, in_load_order, judge_step
+from distil.loadtest.analysis.thresholds import (
     HpaRecommendation,
     adapter_rules_yaml,
     recording_rules_yaml,
     values_overlay_yaml,
 )
+from distil.loadtest.record.percentiles import Percentile
+from distil.loadtest.record.schema import RunResult
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

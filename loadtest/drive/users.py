@@ -18,9 +18,16 @@ import gevent
 from locust import User, constant, events, task
 
 from distil.errors import DistilError
-from distil.loadtest.corpus import TextSampler, read_corpus
-from distil.loadtest.protocol import Requester, RequestError, Transport, default_port, make_requester, parse_target
-from distil.loadtest.recorder import Recorder
+from distil.loadtest.drive.corpus import TextSampler, read_corpus
+from distil.loadtest.drive.protocol import (
+    Requester,
+    RequestError,
+    Transport,
+    default_port,
+    make_requester,
+    parse_target,
+)
+from distil.loadtest.record.recorder import Recorder
 
 RECORDER = Recorder()
 # Set by the distil plan (if any): the run's request bound.

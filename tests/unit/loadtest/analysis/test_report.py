@@ -6,10 +6,11 @@ import csv
 import dataclasses
 from pathlib import Path
 
-from distil.loadtest.analysis import CapacityCriteria, analyze
-from distil.loadtest.report import SERVER_PLOT, write_report
-from distil.loadtest.results import RunResult, write_steps_csv
-from distil.loadtest.thresholds import HpaConfig, recommend_hpa
+from distil.loadtest.analysis.capacity import CapacityCriteria, analyze
+from distil.loadtest.analysis.report import SERVER_PLOT, write_report
+from distil.loadtest.analysis.thresholds import HpaConfig, recommend_hpa
+from distil.loadtest.record.schema import RunResult
+from distil.loadtest.record.steps_csv import write_steps_csv
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

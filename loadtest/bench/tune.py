@@ -29,10 +29,11 @@ from typing import Any
 
 from distil import machine
 from distil.errors import ConfigError
-from distil.loadtest.bench import RepositoryInfo, closed_loop
-from distil.loadtest.corpus import TextSampler, read_corpus
-from distil.loadtest.protocol import HttpRequester, Target
-from distil.loadtest.results import Percentile
+from distil.loadtest.bench.config import RepositoryInfo
+from distil.loadtest.bench.measure import closed_loop
+from distil.loadtest.drive.corpus import TextSampler, read_corpus
+from distil.loadtest.drive.protocol import HttpRequester, Target
+from distil.loadtest.record.percentiles import Percentile
 from distil.model_repository import pbtxt
 from distil.model_repository.config import CLASSIFIER, ENSEMBLE, POSTPROCESS, TOKENIZER
 from distil.model_repository.server import ServerConfig, TritonServer, free_port

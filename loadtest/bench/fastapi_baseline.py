@@ -1,6 +1,6 @@
 """The baseline most tutorials deploy: FastAPI + uvicorn, ONNX Runtime run per request, HF fast tokenizer.
 
-``distil bench`` starts it itself on loopback (``uvicorn distil.loadtest.fastapi_baseline:app --workers
+``distil bench`` starts it itself on loopback (``uvicorn distil.loadtest.bench.fastapi_baseline:app --workers
 <cores>``) with the model chosen through environment variables, and sends it the same texts as every
 other path. It is deliberately the tutorial shape and nothing more: one ``POST /predict`` per request,
 tokenized with ``transformers``' fast tokenizer and run through a default ``InferenceSession``, no

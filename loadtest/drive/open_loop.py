@@ -19,9 +19,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from distil.loadtest.corpus import TextSampler
-from distil.loadtest.protocol import Requester, RequestError
-from distil.loadtest.recorder import Recorder, StepRecord
+from distil.loadtest.drive.corpus import TextSampler
+from distil.loadtest.drive.protocol import Requester, RequestError
+from distil.loadtest.record.recorder import Recorder, StepRecord
 
 BACKLOG = "client_backlog"
 

@@ -11,9 +11,8 @@ import pytest
 import yaml
 
 from distil.errors import ConfigError, LoadTestError
-from distil.loadtest.analysis import CapacityCriteria, find_capacity
-from distil.loadtest.results import ModelMetrics, RunResult
-from distil.loadtest.thresholds import (
+from distil.loadtest.analysis.capacity import CapacityCriteria, find_capacity
+from distil.loadtest.analysis.thresholds import (
     HpaConfig,
     MetricType,
     adapter_rules,
@@ -25,6 +24,8 @@ from distil.loadtest.thresholds import (
     values_overlay,
     values_overlay_yaml,
 )
+from distil.loadtest.record.prometheus import ModelMetrics
+from distil.loadtest.record.schema import RunResult
 
 # The overlay the Helm chart consumes, as agreed with the chart's authors (values are an example).
 CHART_OVERLAY_SHAPE = """

@@ -15,8 +15,8 @@ from enum import Enum
 from pathlib import Path
 
 from distil.errors import ConfigError
-from distil.loadtest.protocol import Transport, default_port, parse_target
-from distil.loadtest.results import LoadMode
+from distil.loadtest.drive.protocol import Transport, default_port, parse_target
+from distil.loadtest.record.schema import LoadMode
 from distil.model_repository.config import ENSEMBLE
 
 MAX_RUN_S = 3600.0

@@ -26,8 +26,9 @@ from typing import Any
 import yaml
 
 from distil.errors import ConfigError, LoadTestError
-from distil.loadtest.analysis import CapacityResult
-from distil.loadtest.results import Percentile, RunResult, StepResult
+from distil.loadtest.analysis.capacity import CapacityResult
+from distil.loadtest.record.percentiles import Percentile
+from distil.loadtest.record.schema import RunResult, StepResult
 
 INFERENCE_RATE_METRIC = "distil_inference_rate"
 QUEUE_COMPUTE_RATIO_METRIC = "distil_queue_compute_ratio"

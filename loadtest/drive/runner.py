@@ -24,13 +24,14 @@ from typing import IO, Any
 
 from distil import machine
 from distil.errors import LoadTestError
-from distil.loadtest.corpus import TextSampler, read_corpus
-from distil.loadtest.metrics_scrape import metrics_endpoint, scrape
-from distil.loadtest.open_loop import open_loop_pool, run_open_step
-from distil.loadtest.protocol import RequestError, Transport, default_port, make_requester, parse_target
-from distil.loadtest.recorder import Recorder, StepRecord
-from distil.loadtest.results import LoadMode, RunResult, save_run, write_steps_csv
-from distil.loadtest.shapes import LoadTestConfig
+from distil.loadtest.drive.corpus import TextSampler, read_corpus
+from distil.loadtest.drive.open_loop import open_loop_pool, run_open_step
+from distil.loadtest.drive.protocol import RequestError, Transport, default_port, make_requester, parse_target
+from distil.loadtest.drive.shapes import LoadTestConfig
+from distil.loadtest.record.recorder import Recorder, StepRecord
+from distil.loadtest.record.schema import LoadMode, RunResult, save_run
+from distil.loadtest.record.scrape import metrics_endpoint, scrape
+from distil.loadtest.record.steps_csv import write_steps_csv
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 STEP_LINE = "DISTIL-STEP "

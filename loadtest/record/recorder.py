@@ -15,13 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from distil.loadtest.results import (
-    LoadMode,
-    StepResult,
-    latency_percentiles,
-    metrics_delta,
-    parse_triton_metrics,
-)
+from distil.loadtest.record.percentiles import latency_percentiles
+from distil.loadtest.record.prometheus import metrics_delta, parse_triton_metrics
+from distil.loadtest.record.schema import LoadMode, StepResult
 
 
 @dataclass

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from distil.errors import ConfigError, LoadTestError
-from distil.loadtest.corpus import TextSampler, read_corpus
-from distil.loadtest.protocol import (
+from distil.loadtest.drive.corpus import TextSampler, read_corpus
+from distil.loadtest.drive.protocol import (
     RequestError,
     binary_request,
     check_response,
@@ -19,8 +19,8 @@ from distil.loadtest.protocol import (
     json_request,
     parse_target,
 )
-from distil.loadtest.results import LoadMode
-from distil.loadtest.shapes import LoadStep, LoadTestConfig, Shape, build_steps, parse_levels
+from distil.loadtest.drive.shapes import LoadStep, LoadTestConfig, Shape, build_steps, parse_levels
+from distil.loadtest.record.schema import LoadMode
 
 
 def test_step_constant_and_spike_shapes() -> None:

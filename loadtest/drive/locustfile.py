@@ -2,8 +2,8 @@
 
 Interactive (web UI)::
 
-    locust -f loadtest/locustfile.py --host http://127.0.0.1:8000
-    locust -f loadtest/locustfile.py --host 127.0.0.1:8001 --transport grpc --batch-size 4
+    locust -f loadtest/drive/locustfile.py --host http://127.0.0.1:8000
+    locust -f loadtest/drive/locustfile.py --host 127.0.0.1:8001 --transport grpc --batch-size 4
 
 Headless runs driven by ``distil loadtest run`` set ``DISTIL_LOADTEST_PLAN`` to a JSON plan; then
 a load shape applies its steps, scrapes Triton's ``/metrics`` at every step boundary, prints one
@@ -21,9 +21,9 @@ from typing import Any
 
 from locust import LoadTestShape, events
 
-from distil.loadtest.metrics_scrape import scrape
-from distil.loadtest.results import latency_percentiles
-from distil.loadtest.users import LIMITS, RECORDER, TritonUser
+from distil.loadtest.record.scrape import scrape
+from distil.loadtest.record.percentiles import latency_percentiles
+from distil.loadtest.drive.users import LIMITS, RECORDER, TritonUser
 
 __all__ = ["TritonUser", "locust"]
 

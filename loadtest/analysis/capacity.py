@@ -1,6 +1,6 @@
 """Capacity of one replica, the knee and the saturation behaviour, read from a recorded run.
 
-Pure functions over :mod:`distil.loadtest.results` records. Capacity follows issue 3's rule:
+Pure functions over :mod:`distil.loadtest.record` records. Capacity follows issue 3's rule:
 the highest achieved (successful) throughput among steps whose chosen latency percentile is
 within the SLO and whose error rate is within the budget. When no step qualifies the answer is a
 :class:`CapacityResult` whose message names the step that came closest and what to do next; it
@@ -14,7 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from distil.errors import ConfigError, LoadTestError
-from distil.loadtest.results import LoadMode, Percentile, RunResult, StepResult
+from distil.loadtest.record.percentiles import Percentile
+from distil.loadtest.record.schema import LoadMode, RunResult, StepResult
 
 DEFAULT_ERROR_BUDGET = 0.001
 

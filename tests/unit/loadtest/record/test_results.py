@@ -12,20 +12,10 @@ import numpy as np
 import pytest
 
 from distil.errors import LoadTestError
-from distil.loadtest.results import (
-    LatencyPercentiles,
-    LoadMode,
-    ModelMetrics,
-    Percentile,
-    RunResult,
-    StepResult,
-    latency_percentiles,
-    load_run,
-    metrics_delta,
-    parse_triton_metrics,
-    save_run,
-    write_steps_csv,
-)
+from distil.loadtest.record.percentiles import LatencyPercentiles, Percentile, latency_percentiles
+from distil.loadtest.record.prometheus import ModelMetrics, metrics_delta, parse_triton_metrics
+from distil.loadtest.record.schema import LoadMode, RunResult, StepResult, load_run, save_run
+from distil.loadtest.record.steps_csv import write_steps_csv
 
 NUMPY_QUANTILES = [50, 90, 95, 99, 99.9]
 

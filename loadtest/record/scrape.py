@@ -5,7 +5,7 @@ from __future__ import annotations
 import urllib.error
 import urllib.request
 
-from distil.loadtest.protocol import parse_target
+from distil.loadtest.drive.protocol import parse_target
 
 
 def metrics_endpoint(url: str) -> str:

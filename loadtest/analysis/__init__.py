@@ -1,0 +1,1 @@
+"""Reading a run: capacity and the knee, HPA thresholds, the report."""

@@ -1,0 +1,186 @@
+"""What ``distil bench`` measures (:class:`BenchConfig`), what it reads from a repository, and its results."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from distil.errors import ConfigError
+from distil.model_repository import pbtxt
+from distil.model_repository.config import CLASSIFIER, ENSEMBLE, TOKENIZER
+
+# Kinds of path, in the order they are measured and printed.
+EAGER = "pytorch-eager"
+ORT = "ort"
+TRITON_HTTP = "triton-http"
+TRITON_GRPC = "triton-grpc"
+FASTAPI = "fastapi"
+KINDS = (EAGER, ORT, TRITON_HTTP, TRITON_GRPC, FASTAPI)
+SERVED = (TRITON_HTTP, TRITON_GRPC)
+FASTAPI_ROLE = "uvicorn"  # the FastAPI baseline's processes, as cpu_time names them
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What to measure and for how long."""
+
+    repository: Path
+    duration_s: float = 8.0  # each saturation level (in total over the rounds) and each fixed-rate step
+    rounds: int = 4  # saturation windows per path and level, interleaved with the other paths'
+    concurrency: tuple[int, ...] = (2, 16)
+    rate_fractions: tuple[float, ...] = (0.25, 0.5, 0.75)
+    rates: tuple[float, ...] = ()  # absolute offered rates; overrides rate_fractions
+    kinds: tuple[str, ...] = KINDS
+    precisions: tuple[str, ...] = ()  # default: every precision the repository serves
+    corpus: Path | None = None
+    seed: int = 0
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    warmup_s: float = 1.0
+    request_timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not (self.repository / "distil.json").is_file():
+            raise ConfigError(
+                f"{self.repository} is not a distil repository (no distil.json); build one with "
+                f"'distil build-engines --output {self.repository}'."
+            )
+        if self.duration_s <= 0 or self.warmup_s < 0:
+            raise ConfigError("--duration must be positive and --warmup non-negative.")
+        if not self.concurrency or min(self.concurrency) < 1:
+            raise ConfigError(f"--concurrency takes integers >= 1, got {list(self.concurrency)}.")
+        if any(not 0 < f < 1 for f in self.rate_fractions) or any(r <= 0 for r in self.rates):
+            raise ConfigError("rate fractions must lie in (0, 1) and rates must be positive.")
+        unknown = set(self.kinds) - set(KINDS)
+        if unknown:
+            raise ConfigError(f"unknown path kind(s) {sorted(unknown)}; choose among {list(KINDS)}.")
+        if self.workers < 1:
+            raise ConfigError("--workers must be at least 1.")
+        if self.rounds < 1:
+            raise ConfigError("--rounds must be at least 1.")
+
+
+@dataclass(frozen=True)
+class RepositoryInfo:
+    """What the bench reads from a built repository's ``distil.json``."""
+
+    root: Path
+    labels: tuple[str, ...]
+    max_length: int
+    source: dict[str, Any]
+    ensembles: dict[str, str]  # precision -> ensemble name
+    classifiers: dict[str, str]  # precision -> classifier model name
+    pad_id: int
+    pad_token: str
+
+    @classmethod
+    def read(cls, root: Path) -> RepositoryInfo:
+        meta = json.loads((root / "distil.json").read_text(encoding="utf-8"))
+        if meta.get("target") != "cpu":
+            raise ConfigError(f"{root} was built for --target {meta.get('target')}; distil bench serves CPU builds.")
+        models = meta.get("precision", {}).get("models", {CLASSIFIER: "fp32"})
+        ensembles, classifiers = {}, {}
+        for classifier, precision in models.items():
+            classifiers[precision] = classifier
+            ensembles[precision] = ENSEMBLE + classifier[len(CLASSIFIER) :]
+        tokenizer = pbtxt.parse_text((root / TOKENIZER / "config.pbtxt").read_text(encoding="utf-8")).parameters
+        return cls(
+            root,
+            tuple(meta["labels"]),
+            int(meta["max_sequence_length"]),
+            meta["source"],
+            ensembles,
+            classifiers,
+            int(tokenizer["pad_id"].string_value),
+            tokenizer["pad_token"].string_value,
+        )
+
+    def onnx_file(self, precision: str) -> Path:
+        return self.root / self.classifiers[precision] / "1" / "model.onnx"
+
+    @property
+    def tokenizer_dir(self) -> Path:
+        return self.root / TOKENIZER / "1"
+
+
+@dataclass(frozen=True)
+class RateResult:
+    rate: float
+    achieved_rps: float
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    errors: int
+
+
+@dataclass(frozen=True)
+class PathResult:
+    """One path's measurements."""
+
+    name: str
+    kind: str
+    precision: str
+    saturation_rps: float
+    best_concurrency: int
+    by_concurrency: dict[int, float]
+    saturation_p99_ms: float | None
+    saturation_errors: int
+    rates: tuple[RateResult, ...] = ()
+    server: dict[str, dict[str, float | None]] = field(default_factory=dict)  # Triton per-model counters
+    # CPU time per successful request at saturation, by process role (cpu_time.role), and the cores' busy share
+    cpu_ms_per_request: dict[str, float] = field(default_factory=dict)
+    cpu_utilisation: float | None = None
+
+    def at_rate(self, rate: float) -> RateResult | None:
+        return next((r for r in self.rates if abs(r.rate - rate) < 1e-9), None)
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    machine: str
+    model: str
+    repository: str
+    corpus: str
+    duration_s: float
+    concurrency: tuple[int, ...]
+    rates: tuple[float, ...]
+    paths: tuple[PathResult, ...]
+    rounds: int = 1
+    command: str = ""
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def path(self, name: str) -> PathResult | None:
+        return next((p for p in self.paths if p.name == name), None)
+
+    def ratios(self) -> list[dict[str, Any]]:
+        """Served (and the others) over in-process ORT and over FastAPI at the same precision."""
+        rows = []
+        for result in self.paths:
+            ort = self.path(f"{ORT}-{result.precision}")
+            fastapi = self.path(f"{FASTAPI}-{result.precision}")
+            row: dict[str, Any] = {"path": result.name, "precision": result.precision, "rps": result.saturation_rps}
+            row["vs_ort"] = _ratio(result.saturation_rps, ort.saturation_rps if ort else None)
+            row["vs_fastapi"] = _ratio(result.saturation_rps, fastapi.saturation_rps if fastapi else None)
+            fp32 = self.path(f"{result.kind}-fp32")
+            row["vs_fp32"] = _ratio(result.saturation_rps, fp32.saturation_rps if fp32 else None)
+            row["p99_vs_fastapi"] = {
+                rate: _ratio(_p99(result, rate), _p99(fastapi, rate) if fastapi else None) for rate in self.rates
+            }
+            rows.append(row)
+        return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["ratios"] = self.ratios()
+        return data
+
+
+def _p99(result: PathResult, rate: float) -> float | None:
+    at = result.at_rate(rate)
+    return at.p99_ms if at and not at.errors else None
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None

@@ -1,0 +1,1 @@
+"""The run record: per-step results and their JSON schema, exact percentiles, Triton /metrics, CSV."""
