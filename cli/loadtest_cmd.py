@@ -29,7 +29,7 @@ from distil.loadtest.analysis.capacity import (
 from distil.loadtest.drive.protocol import Transport, default_port
 from distil.loadtest.drive.shapes import LoadTestConfig, Shape, build_steps, parse_levels
 from distil.loadtest.record.percentiles import Percentile
-from distil.loadtest.record.schema import LoadMode, RunResult, load_run
+from distil.loadtest.record.schema import CLIENT_BOUND_CORES, LoadMode, RunResult, load_run
 
 app = typer.Typer(
     help="Load-test a running Triton server and turn the results into capacity and HPA settings.",
@@ -47,10 +47,17 @@ def _default_out() -> Path:
     return Path("artifacts") / "loadtest" / datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
+def _client(cpu: float | None, bound: bool) -> str:
+    if cpu is None:
+        return "n/a"
+    return f"{cpu:.2f} cores" + (" CLIENT-BOUND" if bound else "")
+
+
 def steps_table(run: RunResult) -> Table:
     table = Table(title=f"{run.model} over {run.protocol} at {run.target_url}", title_justify="left")
-    for column in ("step", "load", "requests", "achieved rps", "p50", "p95", "p99", "errors"):
-        table.add_column(column, justify="left" if column == "load" else "right")
+    columns = ("step", "load", "requests", "achieved rps", "p50", "p95", "p99", "max", "late", "client CPU", "errors")
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("load", "client CPU") else "right")
     for step in run.steps:
         errors = ", ".join(f"{kind} ×{count}" for kind, count in sorted(step.errors.items())) or "0"
         table.add_row(
@@ -61,8 +68,18 @@ def steps_table(run: RunResult) -> Table:
             _fmt(step.latency.p50_ms),
             _fmt(step.latency.p95_ms),
             _fmt(step.latency.p99_ms),
+            _fmt(step.latency.max_ms),
+            str(step.late),
+            _client(step.client_cpu, step.client_bound),
             errors,
         )
+    if any(step.client_bound for step in run.steps):
+        table.caption = (
+            f"CLIENT-BOUND: the load generator used ≥ {CLIENT_BOUND_CORES:g} of a core; it, not the server, may "
+            "have limited that step (rerun it with more client processes or on another machine, or cross-check "
+            "with --cross-check)."
+        )
+        table.caption_justify = "left"
     return table
 
 
@@ -70,9 +87,12 @@ def _print_progress(total: int, mode: LoadMode) -> Any:
     def show(line: dict[str, Any]) -> None:
         level = line["level"]
         load = f"{int(level)} user{'' if level == 1 else 's'}" if mode is LoadMode.CLOSED else f"{level:g} rps"
+        late = f", {line['late']} late" if line.get("late") else ""
         err.print(
-            f"  step {line['index'] + 1}/{total} ({load}): {line['requests']} requests, {line['errors']} errors, "
-            f"p50 {_fmt(line.get('p50_ms'))}, p99 {_fmt(line.get('p99_ms'))}",
+            f"  step {line['index'] + 1}/{total} ({load}): {line['requests']} requests, "
+            f"{line['achieved_rps']:.1f} rps, {line['errors']} errors{late}, "
+            f"p50 {_fmt(line.get('p50_ms'))}, p99 {_fmt(line.get('p99_ms'))}, "
+            f"client {_client(line.get('client_cpu'), bool(line.get('client_bound')))}",
             highlight=False,
         )
 
@@ -178,6 +198,9 @@ def run(
     max_in_flight: int = typer.Option(64, help="Open loop: most requests in flight (worker threads)."),
     request_timeout: float = typer.Option(30.0, help="Seconds before a request counts as a timeout."),
     seed: int = typer.Option(0, help="Seed for drawing texts from the corpus."),
+    spawn_rate: float | None = typer.Option(
+        None, help="Closed loop: users started per second (default: a step's users within ~0.1 s, at most 100/s)."
+    ),
     out_dir: Path | None = typer.Option(None, "--out", help="Output folder [default: artifacts/loadtest/<time>]."),
     slo_ms: float | None = typer.Option(None, help="Latency SLO in ms for the verdict (and --ci)."),
     percentile: Percentile = typer.Option(Percentile.P95, help="Percentile the SLO applies to."),
@@ -211,6 +234,7 @@ def run(
             request_timeout_s=request_timeout,
             max_in_flight=max_in_flight,
             metrics_url=metrics_url or None,
+            spawn_rate=spawn_rate,
         )
         result = _run(config, out_dir)
     _finish(result, criteria, required_rps, ci)

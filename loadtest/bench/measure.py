@@ -23,7 +23,6 @@ import contextlib
 import functools
 import os
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -48,13 +47,13 @@ from distil.loadtest.bench.config import (
 )
 from distil.loadtest.bench.cpu_time import CpuMeter, CpuUse
 from distil.loadtest.bench.paths import BenchPath, InProcessOnnx, PyTorchEager, fastapi_path, fastapi_server
+from distil.loadtest.drive import request_loop
 from distil.loadtest.drive.corpus import TextSampler, read_corpus
 from distil.loadtest.drive.open_loop import run_open_step
 from distil.loadtest.drive.protocol import (
     GrpcRequester,
     HttpRequester,
     Requester,
-    RequestError,
     Target,
 )
 from distil.loadtest.record.prometheus import ModelMetrics
@@ -83,27 +82,9 @@ def closed_loop_record(
     """:func:`closed_loop`, returning the raw record (every latency) so that windows can be merged."""
     recorder = Recorder()
     step = recorder.begin_step(0, len(requesters), time.monotonic(), scrape(metrics))
-    deadline = time.perf_counter() + duration_s
-
-    def user(requester: Requester, sampler: TextSampler) -> None:
-        while time.perf_counter() < deadline:
-            texts = sampler.batch()
-            recorder.sent(step)
-            started = time.perf_counter_ns()
-            try:
-                requester.infer(texts)
-            except RequestError as exc:
-                recorder.failure(step, exc.kind, exc.detail)
-            else:
-                recorder.success(step, (time.perf_counter_ns() - started) / 1000.0)
-
-    threads = [threading.Thread(target=user, args=pair, daemon=True) for pair in zip(requesters, samplers, strict=True)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    elapsed_s = request_loop.closed_loop(requesters, samplers, recorder, step, duration_s)
     # Requests still in flight at the deadline finish and count: the window is the real elapsed time.
-    recorder.end_step(step.start_s + max(time.perf_counter() - (deadline - duration_s), duration_s), scrape(metrics))
+    recorder.end_step(step.start_s + max(elapsed_s, duration_s), scrape(metrics))
     return step
 
 

@@ -19,10 +19,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import gevent
 from locust import LoadTestShape, events
 
 from distil.loadtest.record.scrape import scrape
-from distil.loadtest.record.percentiles import latency_percentiles
+from distil.loadtest.record.recorder import progress_line
+from distil.loadtest.record.schema import LoadMode
+from distil.loadtest.drive.shapes import spawn_rate
 from distil.loadtest.drive.users import LIMITS, RECORDER, TritonUser
 
 __all__ = ["TritonUser", "locust"]
@@ -49,34 +52,37 @@ if os.environ.get(PLAN_ENV):
             super().__init__()
             self.index = -1
             self.finished = False
+            self.reported = 0  # steps whose live line is printed, in order
             self.ends: list[float] = []
             total = 0.0
             for step in PLAN["steps"]:
                 total += float(step["duration_s"])
                 self.ends.append(total)
 
-        def _report(self) -> None:
-            step = RECORDER.current
-            if step is None:
-                return
-            latency = latency_percentiles(step.latencies_us)
-            line = {
-                "index": step.index,
-                "level": step.level,
-                "requests": step.completed,
-                "errors": sum(step.errors.values()),
-                "p50_ms": latency.p50_ms,
-                "p99_ms": latency.p99_ms,
-                "duration_s": (step.end_s or time.monotonic()) - step.start_s,
-            }
-            sys.stdout.write(STEP_LINE + json.dumps(line) + "\n")
-            sys.stdout.flush()
+        def _report(self, wait: bool = False) -> None:
+            """Print the line of each ended step once its last request is answered, so the line equals the final table.
+
+            A step's requests still in flight when it ends are answered during the next step; its line waits
+            for them (at every tick), unless ``wait`` is False and the run is over.
+            """
+            for step in RECORDER.steps[self.reported :]:
+                if step.end_s is None or (step.sent > step.completed and not wait):
+                    return
+                sys.stdout.write(STEP_LINE + json.dumps(progress_line(step, LoadMode.CLOSED)) + "\n")
+                sys.stdout.flush()
+                self.reported += 1
 
         def _finish(self) -> None:
             if not self.finished:
                 self.finished = True
                 RECORDER.end_step(time.monotonic(), scrape(PLAN.get("metrics_endpoint")))
-                self._report()
+                # Wait for the requests still in flight: the slowest ones are the tail the percentiles are
+                # about. They complete after the window, so they count as late, not in the throughput.
+                LIMITS["draining"] = 1
+                deadline = time.monotonic() + float(PLAN.get("request_timeout_s", 30.0))
+                while RECORDER.in_flight and time.monotonic() < deadline:
+                    gevent.sleep(0.01)
+                self._report(wait=True)
                 _write_record(PLAN)
 
         def tick(self) -> tuple[int, float] | None:
@@ -91,11 +97,11 @@ if os.environ.get(PLAN_ENV):
                 now = time.monotonic()
                 if self.index >= 0:
                     RECORDER.end_step(now, metrics)
-                    self._report()
                 RECORDER.begin_step(index, float(PLAN["steps"][index]["level"]), now, metrics)
                 self.index = index
+            self._report()
             users = int(PLAN["steps"][index]["level"])
-            return users, float(PLAN.get("spawn_rate") or max(10.0 * users, 50.0))
+            return users, float(PLAN.get("spawn_rate") or spawn_rate(users))
 
     @events.quitting.add_listener
     def _on_quitting(environment: Any, **_: Any) -> None:

@@ -20,7 +20,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from distil.loadtest.drive.corpus import TextSampler
-from distil.loadtest.drive.protocol import Requester, RequestError
+from distil.loadtest.drive.protocol import Requester
+from distil.loadtest.drive.request_loop import send_one
 from distil.loadtest.record.recorder import Recorder, StepRecord
 
 BACKLOG = "client_backlog"
@@ -64,14 +65,7 @@ def _worker(
         wait_s = (due_ns - time.perf_counter_ns()) / 1e9
         if wait_s > 0:
             time.sleep(wait_s)
-        texts = sampler.batch()
-        recorder.sent(step)
-        try:
-            requester.infer(texts)
-        except RequestError as exc:
-            recorder.failure(step, exc.kind, exc.detail)
-        else:
-            recorder.success(step, (time.perf_counter_ns() - due_ns) / 1000.0)
+        send_one(requester, sampler, recorder, step, since_ns=due_ns)
 
 
 def run_open_step(

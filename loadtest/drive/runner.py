@@ -9,6 +9,7 @@ Triton's ``/metrics`` at every step boundary, and end as a :class:`RunResult`.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -28,7 +29,7 @@ from distil.loadtest.drive.corpus import TextSampler, read_corpus
 from distil.loadtest.drive.open_loop import open_loop_pool, run_open_step
 from distil.loadtest.drive.protocol import RequestError, Transport, default_port, make_requester, parse_target
 from distil.loadtest.drive.shapes import LoadTestConfig
-from distil.loadtest.record.recorder import Recorder, StepRecord
+from distil.loadtest.record.recorder import Recorder, StepRecord, progress_line
 from distil.loadtest.record.schema import LoadMode, RunResult, save_run
 from distil.loadtest.record.scrape import metrics_endpoint, scrape
 from distil.loadtest.record.steps_csv import write_steps_csv
@@ -107,19 +108,6 @@ def _endpoint(config: LoadTestConfig) -> str | None:
     return metrics_endpoint(config.metrics_url) if config.metrics_url else None
 
 
-def _progress_line(step: StepRecord) -> dict[str, Any]:
-    result = step.to_result(LoadMode.OPEN) if step.end_s is not None else None
-    return {
-        "index": step.index,
-        "level": step.level,
-        "requests": step.completed,
-        "errors": sum(step.errors.values()),
-        "p50_ms": result.latency.p50_ms if result else None,
-        "p99_ms": result.latency.p99_ms if result else None,
-        "duration_s": result.duration_s if result else None,
-    }
-
-
 def _run_open(config: LoadTestConfig, progress: Progress | None) -> list[StepRecord]:
     texts = read_corpus(config.corpus)
     target = parse_target(config.url, default_port(config.transport))
@@ -152,7 +140,7 @@ def _run_open(config: LoadTestConfig, progress: Progress | None) -> list[StepRec
             # The step's window is its arrival schedule; requests drained after it still count in it.
             recorder.end_step(step.start_s + load.duration_s, metrics)
             if progress:
-                progress(_progress_line(step))
+                progress(progress_line(step, LoadMode.OPEN))
     finally:
         for requester in requesters:
             requester.close()
@@ -186,6 +174,9 @@ def locust_command(config: LoadTestConfig) -> list[str]:
         "WARNING",
         "--exit-code-on-error",
         "0",
+        # Users stopped when a step lowers the load finish their request first: it belongs in the record.
+        "--stop-timeout",
+        f"{math.ceil(config.request_timeout_s)}s",
     ]
 
 
@@ -200,6 +191,7 @@ def _run_locust(config: LoadTestConfig, work_dir: Path, progress: Progress | Non
             "record_path": str(record_path),
             "max_requests": config.max_requests,
             "spawn_rate": config.spawn_rate,
+            "request_timeout_s": config.request_timeout_s,
         }
         plan_path.write_text(json.dumps(plan), encoding="utf-8")
         env = dict(os.environ, DISTIL_LOADTEST_PLAN=str(plan_path), PYTHONUNBUFFERED="1")

@@ -21,6 +21,13 @@ from distil.model_repository.config import ENSEMBLE
 
 MAX_RUN_S = 3600.0
 MIN_STEP_S = 1.0
+# Locust warns above 100 users started per second (its own workers cannot keep up beyond that).
+MAX_DEFAULT_SPAWN_RATE = 100.0
+
+
+def spawn_rate(users: int) -> float:
+    """Users started per second when none is given: a step's users within ~0.1 s, at most 100 per second."""
+    return min(max(10.0 * users, 50.0), MAX_DEFAULT_SPAWN_RATE)
 
 
 class Shape(str, Enum):
@@ -84,7 +91,7 @@ class LoadTestConfig:
     request_timeout_s: float = 30.0
     max_in_flight: int = 64
     metrics_url: str | None = "127.0.0.1:8002"
-    spawn_rate: float | None = None  # users started per second; None: all of a step's users within ~0.1 s
+    spawn_rate: float | None = None  # users started per second; None: :func:`spawn_rate`
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "transport", Transport(self.transport))

@@ -2,15 +2,16 @@
 
 Like locust's ``examples/grpc/grpc_user.py`` it times each request itself and fires
 ``environment.events.request`` with ``response_time`` and ``exception``, so Locust's statistics
-and web UI see every request. It also writes the exact latency (``perf_counter_ns``) to the
-module's :data:`RECORDER` when a distil run drives the test, because Locust rounds its own.
+and web UI see every request. Each request goes through :func:`request_loop.send_one`, the cycle
+every distil driver shares, which writes the exact latency (``perf_counter_ns``) to the module's
+:data:`RECORDER` when a distil run drives the test, because Locust rounds its own.
 
 Import this module only from a locustfile, after ``import locust`` (gevent monkey-patching).
 """
 
 from __future__ import annotations
 
-import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,17 +22,17 @@ from distil.errors import DistilError
 from distil.loadtest.drive.corpus import TextSampler, read_corpus
 from distil.loadtest.drive.protocol import (
     Requester,
-    RequestError,
     Transport,
     default_port,
     make_requester,
     parse_target,
 )
+from distil.loadtest.drive.request_loop import send_one
 from distil.loadtest.record.recorder import Recorder
 
 RECORDER = Recorder()
-# Set by the distil plan (if any): the run's request bound.
-LIMITS: dict[str, int] = {"max_requests": 0}
+# Set by the distil plan (if any): the run's request bound; `draining` while the last requests finish.
+LIMITS: dict[str, int] = {"max_requests": 0, "draining": 0}
 
 
 @events.init_command_line_parser.add_listener
@@ -53,14 +54,22 @@ def _options(parser: Any) -> None:
     group.add_argument("--seed", type=int, default=-1, env_var="DISTIL_SEED", help="corpus sampling seed (-1: random)")
 
 
-def _in_native_thread(call: Any, *args: Any) -> Any:
-    """Run a blocking gRPC call in gevent's pool of real threads.
+class _NativeThreadRequester:
+    """Runs a blocking gRPC requester's calls in gevent's pool of real threads.
 
     A blocking gRPC call would stall the gevent hub (every user). grpc's own gevent mode avoids that
     but polls its completion queue so that each call took ~100 ms here whatever the server did, and
     it could hang Locust's shutdown; a native thread waits in C without holding the hub.
     """
-    return gevent.get_hub().threadpool.apply(call, args)
+
+    def __init__(self, requester: Requester) -> None:
+        self._requester = requester
+
+    def infer(self, texts: Sequence[str]) -> None:
+        gevent.get_hub().threadpool.apply(self._requester.infer, (texts,))
+
+    def close(self) -> None:
+        self._requester.close()
 
 
 class TritonUser(User):
@@ -83,8 +92,11 @@ class TritonUser(User):
             if self.transport is Transport.grpc:
                 pool = gevent.get_hub().threadpool
                 pool.maxsize = max(pool.maxsize, 256)
-            self.requester: Requester = make_requester(
+            requester = make_requester(
                 self.transport, target, self.model, float(getattr(options, "request_timeout", 30.0))
+            )
+            self.requester: Requester = (
+                _NativeThreadRequester(requester) if self.transport is Transport.grpc else requester
             )
             TritonUser._users += 1
             self.sampler = TextSampler(
@@ -114,33 +126,17 @@ class TritonUser(User):
     @task
     def infer(self) -> None:
         limit = LIMITS["max_requests"]
-        if limit and RECORDER.total_sent >= limit:
-            gevent.sleep(0.1)  # the run's request bound is reached; the shape ends the test at its next tick
+        if LIMITS["draining"] or (limit and RECORDER.total_sent >= limit):
+            # The run's request bound is reached, or the run is waiting for the requests in flight to
+            # finish before it writes the record: send nothing new.
+            gevent.sleep(0.1)
             return
-        step = RECORDER.current
-        texts = self.sampler.batch()
-        if step is not None:
-            RECORDER.sent(step)
-        exception: RequestError | None = None
-        started = time.perf_counter_ns()
-        try:
-            if self.transport is Transport.grpc:
-                _in_native_thread(self.requester.infer, texts)
-            else:
-                self.requester.infer(texts)
-        except RequestError as exc:
-            exception = exc
-        elapsed_ns = time.perf_counter_ns() - started
+        outcome = send_one(self.requester, self.sampler, RECORDER, RECORDER.current)
         self.environment.events.request.fire(
             request_type=self.transport.value,
             name=self.model,
-            response_time=elapsed_ns / 1e6,
-            response_length=len(texts),
-            exception=exception,
+            response_time=outcome.latency_us / 1000.0,
+            response_length=outcome.texts,
+            exception=outcome.error,
             context={},
         )
-        if step is not None:
-            if exception is None:
-                RECORDER.success(step, elapsed_ns / 1000.0)
-            else:
-                RECORDER.failure(step, exception.kind, exception.detail)

@@ -44,6 +44,7 @@ class LatencyPercentiles:
     p95_ms: float | None
     p99_ms: float | None
     p99_9_ms: float | None
+    max_ms: float | None = None  # the slowest successful request
 
     def get(self, percentile: Percentile | str) -> float | None:
         """The value for ``percentile`` ("p95", Percentile.P99_9, ...)."""
@@ -60,8 +61,8 @@ class LatencyPercentiles:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LatencyPercentiles:
-        values = [optional_number(data.get(p.value), f"latency_ms.{p.value}") for p in Percentile]
-        return cls(*values)
+        p50, p90, p95, p99, p99_9 = (optional_number(data.get(p.value), f"latency_ms.{p.value}") for p in Percentile)
+        return cls(p50, p90, p95, p99, p99_9, max_ms=optional_number(data.get("max"), "latency_ms.max"))
 
 
 def latency_percentiles(latencies_us: Iterable[float] | np.ndarray) -> LatencyPercentiles:
@@ -90,4 +91,5 @@ def latency_percentiles(latencies_us: Iterable[float] | np.ndarray) -> LatencyPe
         fraction = position - lower
         return float(values[lower] + (values[upper] - values[lower]) * fraction) / 1000.0
 
-    return LatencyPercentiles(*(at(p.quantile) for p in Percentile))
+    p50, p90, p95, p99, p99_9 = (at(p.quantile) for p in Percentile)
+    return LatencyPercentiles(p50, p90, p95, p99, p99_9, max_ms=float(values[last]) / 1000.0)

@@ -2,14 +2,18 @@
 
 Locust rounds response times and the open-loop scheduler has no statistics of its own, so both
 write here: the latency of every successful request (from ``perf_counter_ns``), the count of
-requests sent and completed, and errors by kind. A request belongs to the step in which it was
-sent (or, open loop, was due to be sent). The record turns into :class:`StepResult` objects, and
-travels between processes as JSON (the Locust run happens in a child process).
+requests sent and completed, errors by kind, when each success completed, and the CPU time the
+generating process spent. A request belongs to the step in which it was sent (or, open loop, was due
+to be sent); one that completes after its step's window still counts in its latency record, but not
+in the step's throughput: it is *late*, so an overloaded server is never credited with the offered
+rate. The record turns into :class:`StepResult` objects, and travels between processes as JSON
+(the Locust run happens in a child process).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,6 +38,12 @@ class StepRecord:
     error_samples: dict[str, str] = field(default_factory=dict)
     metrics_before: str | None = None
     metrics_after: str | None = None
+    done_s: list[float] = field(default_factory=list)  # monotonic completion time of each success
+    # The generating process's CPU time (user + system) and the monotonic clock when the step began,
+    # then the CPU seconds it spent until the step was closed and the wall seconds that took.
+    cpu_start: tuple[float, float] | None = None
+    cpu_s: float | None = None
+    cpu_wall_s: float | None = None
 
     @property
     def completed(self) -> int:
@@ -51,6 +61,9 @@ class StepRecord:
             "error_samples": self.error_samples,
             "metrics_before": self.metrics_before,
             "metrics_after": self.metrics_after,
+            "done_s": self.done_s,
+            "cpu_s": self.cpu_s,
+            "cpu_wall_s": self.cpu_wall_s,
         }
 
     @classmethod
@@ -66,28 +79,37 @@ class StepRecord:
             error_samples={str(k): str(v) for k, v in data.get("error_samples", {}).items()},
             metrics_before=data.get("metrics_before"),
             metrics_after=data.get("metrics_after"),
+            done_s=[float(v) for v in data.get("done_s", [])],
+            cpu_s=None if data.get("cpu_s") is None else float(data["cpu_s"]),
+            cpu_wall_s=None if data.get("cpu_wall_s") is None else float(data["cpu_wall_s"]),
         )
 
     def to_result(self, mode: LoadMode) -> StepResult:
-        """The step as the analysis reads it; server counters only when both scrapes worked."""
+        """The step as the analysis reads it; server counters only when both scrapes worked.
+
+        Throughput counts the successes completed inside the window; later ones are ``late``.
+        """
         end = self.end_s if self.end_s is not None else self.start_s
         duration = max(end - self.start_s, 1e-3)
         server = {}
         if self.metrics_before is not None and self.metrics_after is not None:
             server = metrics_delta(parse_triton_metrics(self.metrics_before), parse_triton_metrics(self.metrics_after))
+        late = sum(1 for done in self.done_s if done > end)
         closed = mode is LoadMode.CLOSED
         return StepResult(
             index=self.index,
             mode=mode,
             duration_s=duration,
             offered_rps=self.sent / duration,
-            achieved_rps=len(self.latencies_us) / duration,
+            achieved_rps=(len(self.latencies_us) - late) / duration,
             requests=self.completed,
             errors=dict(self.errors),
             latency=latency_percentiles(self.latencies_us),
             users=int(self.level) if closed else None,
             target_rps=None if closed else self.level,
             server=server,
+            late=late,
+            client_cpu=self.cpu_s / self.cpu_wall_s if self.cpu_s is not None and self.cpu_wall_s else None,
         )
 
 
@@ -107,7 +129,15 @@ class Recorder:
         with self._lock:
             if self.steps and self.steps[-1].end_s is None:
                 self.steps[-1].end_s = now_s
-            step = StepRecord(index=index, level=level, start_s=now_s, metrics_before=metrics)
+            if self.steps:
+                _close_cpu(self.steps[-1])
+            step = StepRecord(
+                index=index,
+                level=level,
+                start_s=now_s,
+                metrics_before=metrics,
+                cpu_start=(time.process_time(), time.monotonic()),
+            )
             self.steps.append(step)
             return step
 
@@ -116,15 +146,23 @@ class Recorder:
             if self.steps and self.steps[-1].end_s is None:
                 self.steps[-1].end_s = now_s
                 self.steps[-1].metrics_after = metrics
+                _close_cpu(self.steps[-1])
 
     def sent(self, step: StepRecord) -> None:
         with self._lock:
             step.sent += 1
             self.total_sent += 1
 
+    @property
+    def in_flight(self) -> int:
+        """Requests sent and not yet answered, over all steps."""
+        with self._lock:
+            return sum(step.sent - step.completed for step in self.steps)
+
     def success(self, step: StepRecord, latency_us: float) -> None:
         with self._lock:
             step.latencies_us.append(latency_us)
+            step.done_s.append(time.monotonic())
 
     def failure(self, step: StepRecord, kind: str, detail: str = "") -> None:
         with self._lock:
@@ -134,3 +172,29 @@ class Recorder:
     def to_dict(self) -> dict[str, Any]:
         with self._lock:
             return {"steps": [step.to_dict() for step in self.steps]}
+
+
+def progress_line(step: StepRecord, mode: LoadMode) -> dict[str, Any]:
+    """A finished step as the live progress line shows it: the same figures as the final table."""
+    result = step.to_result(mode)
+    return {
+        "index": step.index,
+        "level": step.level,
+        "requests": result.requests,
+        "errors": result.error_count,
+        "achieved_rps": result.achieved_rps,
+        "p50_ms": result.latency.p50_ms,
+        "p99_ms": result.latency.p99_ms,
+        "duration_s": result.duration_s,
+        "late": result.late,
+        "client_cpu": result.client_cpu,
+        "client_bound": result.client_bound,
+    }
+
+
+def _close_cpu(step: StepRecord) -> None:
+    """The generator's CPU over the step, measured once, when the step is closed."""
+    if step.cpu_start is not None and step.cpu_s is None:
+        cpu, wall = step.cpu_start
+        step.cpu_s = time.process_time() - cpu
+        step.cpu_wall_s = time.monotonic() - wall

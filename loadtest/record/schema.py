@@ -22,7 +22,14 @@ from distil.loadtest.record.fields import number, optional_number
 from distil.loadtest.record.percentiles import LatencyPercentiles
 from distil.loadtest.record.prometheus import COUNTER_FIELDS, ModelMetrics
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Version 1 records (before late completions, the generator's CPU and the latency maximum) still read.
+READABLE_VERSIONS = (1, 2)
+# The load generator is one Python process (Locust's gevent loop, or the open-loop threads under one
+# GIL): near one core busy, it cannot send faster, and on a machine it shares with the server every
+# core it takes is one the server lacks. Above this share of a core, a step's throughput and latency
+# describe the client as much as the server.
+CLIENT_BOUND_CORES = 0.75
 
 
 class LoadMode(str, Enum):
@@ -41,7 +48,9 @@ class StepResult:
     ``achieved_rps`` counts successful requests only. ``requests`` counts every completed request,
     failed ones included; ``errors`` maps an error kind ("timeout", "http_503", ...) to its count.
     ``latency`` covers successful requests. ``server`` holds per-model Triton counter deltas over
-    the step, empty when ``/metrics`` could not be scraped.
+    the step, empty when ``/metrics`` could not be scraped. ``late`` counts successes that completed
+    after the step's window (their latency is recorded; they are not in ``achieved_rps``).
+    ``client_cpu`` is the load generator's CPU over the step in cores (None when not measured).
     """
 
     index: int
@@ -55,6 +64,8 @@ class StepResult:
     users: int | None = None
     target_rps: float | None = None
     server: Mapping[str, ModelMetrics] = field(default_factory=dict)
+    late: int = 0
+    client_cpu: float | None = None
 
     def __post_init__(self) -> None:
         where = f"Step {self.index}"
@@ -80,6 +91,11 @@ class StepResult:
             )
         object.__setattr__(self, "errors", dict(self.errors))
         object.__setattr__(self, "server", dict(self.server))
+
+    @property
+    def client_bound(self) -> bool:
+        """The load generator was near a full core: it, not the server, may have limited this step."""
+        return self.client_cpu is not None and self.client_cpu >= CLIENT_BOUND_CORES
 
     @property
     def error_count(self) -> int:
@@ -121,8 +137,11 @@ class StepResult:
             "achieved_rps": self.achieved_rps,
             "requests": self.requests,
             "errors": dict(sorted(self.errors.items())),
-            "latency_ms": self.latency.as_dict(),
+            "latency_ms": {**self.latency.as_dict(), "max": self.latency.max_ms},
             "server": {model: metrics.counters() for model, metrics in sorted(self.server.items())},
+            "late": self.late,
+            "client_cpu": self.client_cpu,
+            "client_bound": self.client_bound,
         }
 
     @classmethod
@@ -144,6 +163,8 @@ class StepResult:
                 server={
                     str(model): ModelMetrics.from_dict({"model": model, **metrics}) for model, metrics in server.items()
                 },
+                late=int(data.get("late") or 0),
+                client_cpu=optional_number(data.get("client_cpu"), "client_cpu"),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise LoadTestError(f"Step record {data.get('index', '?')} is malformed: {exc!r}.") from exc
@@ -186,7 +207,7 @@ class RunResult:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunResult:
         version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_VERSIONS:
             raise LoadTestError(
                 f"Run record schema_version is {version!r}; this distil reads version {SCHEMA_VERSION}. "
                 "Rerun the load test with this distil version."

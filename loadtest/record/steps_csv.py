@@ -23,6 +23,10 @@ STEP_CSV_COLUMNS = (
     "error_rate",
     "errors_by_kind",
     *(f"{p.value}_ms" for p in Percentile),
+    "max_ms",
+    "late",
+    "client_cpu",
+    "client_bound",
 )
 _SERVER_CSV_FIELDS = ("avg_batch_size", "queue_compute_ratio", "avg_queue_ms", "avg_compute_ms")
 
@@ -54,6 +58,10 @@ def write_steps_csv(steps: Sequence[StepResult], path: Path) -> Path:
                 "error_rate": step.error_rate,
                 "errors_by_kind": ";".join(f"{kind}={count}" for kind, count in sorted(step.errors.items())),
                 **{f"{name}_ms": value for name, value in step.latency.as_dict().items()},
+                "max_ms": step.latency.max_ms,
+                "late": step.late,
+                "client_cpu": step.client_cpu,
+                "client_bound": step.client_bound,
             }
             for model, metrics in step.server.items():
                 for name in _SERVER_CSV_FIELDS:

@@ -1,7 +1,9 @@
 """A tiny KServe-v2-style HTTP server on 127.0.0.1 that answers instantly, except once it stalls.
 
 All requests take one lock, as a server-wide pause (GC, a stuck batch) blocks everything; request
-number ``stall_at`` holds it for ``stall_s`` seconds.
+number ``stall_at`` holds it for ``stall_s`` seconds. ``service_s`` is each request's time under the
+lock (a server of ``1 / service_s`` requests per second); ``delay_s`` each request's time outside it
+(latency without a throughput limit).
 """
 
 from __future__ import annotations
@@ -15,8 +17,11 @@ from typing import Any
 
 
 class StallServer:
-    def __init__(self, stall_at: int = 100, stall_s: float = 1.0, status: int = 200) -> None:
+    def __init__(
+        self, stall_at: int = 100, stall_s: float = 1.0, status: int = 200, service_s: float = 0.0, delay_s: float = 0.0
+    ) -> None:
         self.stall_at, self.stall_s, self.status = stall_at, stall_s, status
+        self.service_s, self.delay_s = service_s, delay_s
         self.count = 0
         self.lock = threading.Lock()
         owner = self
@@ -39,6 +44,10 @@ class StallServer:
                     owner.count += 1
                     if owner.count == owner.stall_at:
                         time.sleep(owner.stall_s)
+                    if owner.service_s:
+                        time.sleep(owner.service_s)
+                if owner.delay_s:
+                    time.sleep(owner.delay_s)
                 if owner.status != 200:
                     payload = json.dumps({"error": "model is overloaded"}).encode()
                 else:

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 from distil.loadtest.bench.cpu_time import CLIENT, STUB, CpuMeter, difference, role
 
@@ -52,7 +53,7 @@ def test_meter_counts_the_cpu_of_a_busy_grandchild_under_the_trees_label() -> No
     assert meter.use.by_role["worker"] > 0.25  # one core, busy for the second (less when other work shares it)
     assert meter.use.by_role[CLIENT] < 0.5  # this test process slept
     assert 0 < meter.use.utilisation(cores=1) <= 1.5
-    assert meter.use.per_request_ms(10)["worker"] == 100 * meter.use.by_role["worker"]
+    assert meter.use.per_request_ms(10)["worker"] == pytest.approx(100 * meter.use.by_role["worker"])
 
 
 def test_difference_sums_per_role_and_counts_new_processes_from_zero() -> None:

@@ -59,3 +59,35 @@ def test_open_loop_honours_the_request_bound(tmp_path: Path) -> None:
         )
         step = run_load_test(config, tmp_path).steps[0]
     assert step.requests == 30
+
+
+@pytest.mark.slow
+def test_open_loop_overload_counts_only_completions_inside_the_window(tmp_path: Path) -> None:
+    # A server of 50 requests/s offered 100/s: what it could not answer inside the 2 s window drains
+    # afterwards. Those late answers keep their latency but must not raise the step's throughput.
+    with StallServer(stall_at=0, service_s=0.02) as fake:
+        config = LoadTestConfig(url=fake.url, mode=LoadMode.OPEN, steps=(LoadStep(100, 2.0),), metrics_url=None)
+        step = run_load_test(config, tmp_path).steps[0]
+    assert step.errors == {}
+    assert step.requests == 200
+    assert step.offered_rps == pytest.approx(100, rel=0.05)
+    assert step.achieved_rps < 60  # not the 100 req/s offered
+    assert step.late > 60  # about half the requests were answered after the window
+    assert step.achieved_rps * step.duration_s + step.late == pytest.approx(step.requests, abs=1)
+    assert step.latency.max_ms is not None and step.latency.max_ms > 1000  # the drained ones waited ~2 s
+
+
+@pytest.mark.slow
+def test_closed_loop_keeps_the_requests_in_flight_when_the_run_ends(tmp_path: Path) -> None:
+    # Each request takes 0.8 s; in a 2 s step each of 2 users is mid-request at the end. The record must
+    # wait for those answers (the slow tail), count them as late, and lose none.
+    with StallServer(stall_at=0, delay_s=0.8) as fake:
+        config = LoadTestConfig(url=fake.url, mode=LoadMode.CLOSED, steps=(LoadStep(2, 2.0),), metrics_url=None)
+        step = run_load_test(config, tmp_path).steps[0]
+    assert step.errors == {}
+    sent = round(step.offered_rps * step.duration_s)
+    assert step.requests == sent >= 4
+    assert step.late >= 1
+    assert step.achieved_rps * step.duration_s == pytest.approx(step.requests - step.late, abs=0.01)
+    assert step.latency.p50_ms is not None and step.latency.p50_ms > 700
+    assert step.client_cpu is not None and 0 <= step.client_cpu < 1.5

@@ -257,3 +257,17 @@ def test_csv_leaves_undefined_values_empty(slo_never_met_run: RunResult, tmp_pat
         rows = list(csv.DictReader(handle))
     assert rows[-1]["p95_ms"] == ""
     assert not any(column.endswith("avg_batch_size") for column in rows[0])
+
+
+def test_a_version_1_record_still_reads_without_late_or_client_figures(
+    raw_fixture: Callable[[str], dict[str, Any]],
+) -> None:
+    data = raw_fixture("run_knee_clear.json")
+    data["schema_version"] = 1
+    for step in data["steps"]:
+        for key in ("late", "client_cpu", "client_bound"):
+            step.pop(key)
+        step["latency_ms"].pop("max")
+    run = RunResult.from_dict(data)
+    assert all(step.late == 0 and step.client_cpu is None and not step.client_bound for step in run.steps)
+    assert run.steps[0].latency.max_ms is None
