@@ -18,7 +18,6 @@ from pathlib import Path
 from distil.build import metadata
 from distil.build.trt_engine import (
     DEFAULT_BUCKETS,
-    PLAN_FILE,
     EngineConfig,
     EngineMetadata,
     build_engine,
@@ -28,7 +27,9 @@ from distil.build.trt_engine import (
 )
 from distil.errors import EngineBuildError, RepositoryError
 from distil.model_repository import pbtxt
+from distil.model_repository.backends.tokenizer import bucket_lengths as tokenizer_buckets
 from distil.model_repository.config import TOKENIZER
+from distil.model_repository.pbtxt import PLAN_FILE
 
 Stage = Callable[[str], AbstractContextManager[object]]
 
@@ -50,20 +51,14 @@ def onnx_classifiers(root: Path) -> list[Path]:
 
 
 def bucket_lengths(max_length: int, buckets: tuple[int, ...] = DEFAULT_BUCKETS) -> tuple[int, ...]:
-    """The buckets below the model's maximum length, then the maximum length itself."""
-    return tuple(b for b in buckets if b < max_length) + (max_length,)
+    """The sequence buckets of a model of ``max_length`` tokens (the tokenizer's own definition)."""
+    return tokenizer_buckets(max_length, buckets)
 
 
 def _rewrite_classifier(model_dir: Path, profiles: int) -> None:
     path = model_dir / "config.pbtxt"
     config = pbtxt.parse_text(path.read_text(encoding="utf-8"))
-    config.platform = "tensorrt_plan"
-    config.default_model_filename = PLAN_FILE
-    config.parameters.clear()  # onnxruntime settings mean nothing to the TensorRT backend
-    for group in config.instance_group:
-        del group.profile[:]
-        group.profile.extend(str(i) for i in range(profiles))
-    pbtxt.write_proto(path, config)
+    pbtxt.write_proto(path, pbtxt.as_tensorrt_plan(config, profiles))
 
 
 def _pad_tokenizer_to_buckets(root: Path, buckets: tuple[int, ...]) -> None:

@@ -25,7 +25,6 @@ from distil.build.onnx_export import INPUT_NAMES
 from distil.errors import ConfigError, EngineBuildError
 
 DEFAULT_BUCKETS = (64, 128, 256, 512)
-PLAN_FILE = "model.plan"
 METADATA_SUFFIX = ".json"
 
 
@@ -67,39 +66,6 @@ def profiles(config: EngineConfig) -> list[Profile]:
         Profile(min=(1, 1), opt=(config.opt_batch_size, bucket), max=(config.max_batch_size, bucket))
         for bucket in config.buckets
     ]
-
-
-def bucket_length(length: int, buckets: tuple[int, ...]) -> int:
-    """The padded length for a batch whose longest sequence is ``length``."""
-    for bucket in buckets:
-        if length <= bucket:
-            return bucket
-    raise ValueError(f"sequence of {length} tokens is longer than the largest bucket {buckets[-1]}.")
-
-
-def _shape(batch_seq: tuple[int, int]) -> str:
-    return f"{batch_seq[0]}x{batch_seq[1]}"
-
-
-def trtexec_command(config: EngineConfig) -> list[str]:
-    """The trtexec equivalent of ``build_engine``, for building inside NGC containers by hand.
-
-    One --minShapes/--optShapes/--maxShapes set per profile. Not run here (no GPU, no TensorRT).
-    """
-    command = [
-        "trtexec",
-        f"--onnx={config.onnx_file}",
-        f"--saveEngine={config.plan_file}",
-        "--stronglyTyped",
-        f"--memPoolSize=workspace:{config.workspace_mib}M",
-        f"--builderOptimizationLevel={config.optimization_level}",
-    ]
-    if config.timing_cache is not None:
-        command.append(f"--timingCacheFile={config.timing_cache}")
-    for profile in profiles(config):
-        for flag, shape in (("min", profile.min), ("opt", profile.opt), ("max", profile.max)):
-            command.append(f"--{flag}Shapes=" + ",".join(f"{name}:{_shape(shape)}" for name in INPUT_NAMES))
-    return command
 
 
 @dataclass(frozen=True)

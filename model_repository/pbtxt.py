@@ -44,6 +44,21 @@ def to_text(config: dict[str, Any]) -> str:
     return text_format.MessageToString(to_proto(config))
 
 
+PLAN_FILE = "model.plan"
+
+
+def as_tensorrt_plan(config: model_config_pb2.ModelConfig, profiles: int) -> model_config_pb2.ModelConfig:
+    """A GPU classifier's config served from its TensorRT plan: the one definition of that config."""
+    config.platform = "tensorrt_plan"
+    config.default_model_filename = PLAN_FILE
+    config.parameters.clear()  # onnxruntime settings mean nothing to the TensorRT backend
+    # Every instance holds every bucket's profile; the backend picks the one that fits a batch.
+    for group in config.instance_group:
+        del group.profile[:]
+        group.profile.extend(str(i) for i in range(profiles))
+    return config
+
+
 def parse_text(text: str) -> model_config_pb2.ModelConfig:
     return text_format.Parse(text, model_config_pb2.ModelConfig())
 
@@ -88,13 +103,9 @@ def _parameters(values: dict[str, Any]) -> dict[str, Any]:
     return {key: {"string_value": str(value)} for key, value in values.items()}
 
 
-def tokenizer_config(
-    config: RepositoryConfig, max_length: int, pad_id: int, pad_token: str, buckets: Sequence[int] = ()
-) -> dict[str, Any]:
+def tokenizer_config(config: RepositoryConfig, max_length: int, pad_id: int, pad_token: str) -> dict[str, Any]:
     batching = config.batching[TOKENIZER]
     parameters: dict[str, Any] = {"max_length": max_length, "pad_id": pad_id, "pad_token": pad_token}
-    if buckets:
-        parameters["pad_to_buckets"] = ",".join(str(b) for b in buckets)
     return {
         "name": TOKENIZER,
         "backend": "python",
@@ -111,10 +122,9 @@ def tokenizer_config(
     }
 
 
-def classifier_config(
-    config: RepositoryConfig, num_labels: int, pad_id: int, name: str = CLASSIFIER, tensorrt_profiles: int = 0
-) -> dict[str, Any]:
-    """The model itself: ONNX Runtime (cpu: in a Python backend; gpu: onnxruntime_onnx) or a TensorRT plan."""
+def classifier_config(config: RepositoryConfig, num_labels: int, pad_id: int, name: str = CLASSIFIER) -> dict[str, Any]:
+    """The model itself: ONNX Runtime (cpu: in a Python backend; gpu: onnxruntime_onnx; :func:`as_tensorrt_plan`
+    turns the latter into a TensorRT plan once its engine is built)."""
     batching = config.batching[CLASSIFIER]
     gpu = config.target is Target.gpu
     model: dict[str, Any] = {
@@ -130,12 +140,7 @@ def classifier_config(
         "dynamic_batching": _dynamic_batching(batching),
         "instance_group": _instances(batching, "KIND_GPU" if gpu else "KIND_CPU"),
     }
-    if gpu and tensorrt_profiles:
-        model["platform"] = "tensorrt_plan"
-        model["default_model_filename"] = "model.plan"
-        # Every instance holds every bucket's profile; the backend picks the one that fits a batch.
-        model["instance_group"][0]["profile"] = [str(i) for i in range(tensorrt_profiles)]
-    elif gpu:
+    if gpu:
         model["platform"] = "onnxruntime_onnx"
         model["default_model_filename"] = "model.onnx"
         if config.intra_op_threads:

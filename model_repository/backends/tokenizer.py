@@ -62,6 +62,19 @@ class Batch:
     truncated: np.ndarray  # bool [texts]
 
 
+def bucket_lengths(max_length: int, buckets: Sequence[int]) -> tuple[int, ...]:
+    """The buckets below the model's maximum length, in order, then the maximum length itself."""
+    return tuple(sorted(b for b in buckets if b < max_length)) + (max_length,)
+
+
+def bucket_for(length: int, buckets: Sequence[int]) -> int:
+    """The padded length of a batch whose longest sequence is ``length``: the first bucket that holds it."""
+    for bucket in buckets:
+        if length <= bucket:
+            return bucket
+    raise ValueError(f"a sequence of {length} tokens is longer than the largest bucket {buckets[-1]}.")
+
+
 class TextTokenizer:
     """A fast (Rust) WordPiece tokenizer configured for one batch call per ``execute``."""
 
@@ -74,7 +87,7 @@ class TextTokenizer:
         self.pad_id = pad_id
         # TensorRT engines have one optimization profile per bucket: padding to the bucket gives
         # requests of similar length the same shape, so Triton can batch them.
-        self.buckets = tuple(sorted(b for b in buckets if b < max_length)) + (max_length,) if buckets else ()
+        self.buckets = bucket_lengths(max_length, buckets) if buckets else ()
         self._tokenizer = Tokenizer.from_file(str(tokenizer_file))
         self._tokenizer.enable_truncation(max_length=max_length)
         self._tokenizer.enable_padding(pad_id=pad_id, pad_token=pad_token)
@@ -84,7 +97,7 @@ class TextTokenizer:
         ids = np.array([e.ids for e in encodings], dtype=np.int64)
         mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
         if self.buckets:
-            length = next(b for b in self.buckets if b >= ids.shape[1])
+            length = bucket_for(ids.shape[1], self.buckets)
             extra = ((0, 0), (0, length - ids.shape[1]))
             ids = np.pad(ids, extra, constant_values=self.pad_id)
             mask = np.pad(mask, extra, constant_values=0)

@@ -10,15 +10,14 @@ from distil.build.engines import bucket_lengths, compile_repository, onnx_classi
 from distil.build.trt_engine import (
     EngineConfig,
     EngineMetadata,
-    bucket_length,
     build_engine,
     check_compatibility,
     profiles,
     tensorrt_available,
-    trtexec_command,
 )
 from distil.errors import ConfigError, EngineBuildError, RepositoryError
 from distil.model_repository import pbtxt
+from distil.model_repository.backends.tokenizer import bucket_for
 from distil.model_repository.config import RepositoryConfig, Target
 from tests.conftest import build_repository
 
@@ -36,20 +35,11 @@ def test_one_profile_per_bucket_covering_every_batch_up_to_the_maximum() -> None
 
 
 def test_bucket_padding_chooses_the_smallest_bucket_that_fits() -> None:
-    assert [bucket_length(n, (64, 128, 512)) for n in (1, 64, 65, 300, 512)] == [64, 64, 128, 512, 512]
+    assert [bucket_for(n, (64, 128, 512)) for n in (1, 64, 65, 300, 512)] == [64, 64, 128, 512, 512]
     with pytest.raises(ValueError, match="longer than the largest bucket"):
-        bucket_length(513, (64, 128, 512))
+        bucket_for(513, (64, 128, 512))
     assert bucket_lengths(128) == (64, 128)
     assert bucket_lengths(512) == (64, 128, 256, 512)
-
-
-def test_trtexec_command_is_strongly_typed_with_one_shape_set_per_profile() -> None:
-    command = trtexec_command(_config(buckets=(64, 128), timing_cache=Path("cache")))
-    assert command[0] == "trtexec" and "--stronglyTyped" in command
-    assert not any(flag in command for flag in ("--fp16", "--int8"))  # precision comes from the graph
-    assert command.count("--maxShapes=input_ids:64x64,attention_mask:64x64") == 1
-    assert sum(c.startswith("--minShapes=") for c in command) == 2
-    assert "--timingCacheFile=cache" in command
 
 
 @pytest.mark.parametrize(
@@ -70,9 +60,8 @@ def test_plan_for_another_gpu_or_tensorrt_is_refused_with_the_fix() -> None:
 
 
 def test_tensorrt_config_lists_every_profile_in_each_instance_group() -> None:
-    config = pbtxt.to_proto(
-        pbtxt.classifier_config(RepositoryConfig(target=Target.gpu), num_labels=2, pad_id=0, tensorrt_profiles=4)
-    )
+    onnx = pbtxt.to_proto(pbtxt.classifier_config(RepositoryConfig(target=Target.gpu), num_labels=2, pad_id=0))
+    config = pbtxt.as_tensorrt_plan(onnx, profiles=4)
     assert config.platform == "tensorrt_plan" and config.default_model_filename == "model.plan"
     assert list(config.instance_group[0].profile) == ["0", "1", "2", "3"]
 
