@@ -8,16 +8,24 @@ Two forms, for two runtimes:
 - ``dynamic``: int8 weights with activation scales computed per batch at run time (MatMulInteger),
   usually the fastest form on ONNX Runtime's CPU provider. It reads no calibration data.
 
-For CPU serving both are built, timed on this machine and the faster one that passes the accuracy
-gate is kept (see ``build.variants``).
+Both follow the recipe that works for BERT-style encoders (``Int8Recipe``): only the inputs of
+MatMul/Gemm nodes with constant weights are quantized (the attention score products QK^T and
+softmax*V stay FP32, as do LayerNorm, Softmax, GELU and the residual adds, which are never
+quantized), weights per output channel, activation ranges from a percentile of the calibration
+histogram rather than the min/max (one outlier token otherwise stretches the range and crushes every
+other value into a few levels), and, where the model needs it, a few MatMuls left in FP32, chosen by
+measured sensitivity (``build.variants`` measures it on the calibration text).
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import tempfile
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +34,71 @@ import numpy as np
 from distil.errors import BuildError, ConfigError
 
 CALIBRATION_BATCH = 8
+QUANTIZED_OPS = ("MatMul", "Gemm")
+
+
+class Calibration(str, Enum):
+    minmax = "minmax"
+    percentile = "percentile"
+    entropy = "entropy"
+
+
+@dataclass(frozen=True)
+class Int8Recipe:
+    """How an INT8 form is made; ``describe`` is what the precision report shows."""
+
+    calibration: Calibration = Calibration.percentile
+    percentile: float = 99.999
+    keep_fp32: tuple[str, ...] = ()  # MatMul/Gemm node names left unquantized
+    kept_roles: tuple[str, ...] = ()  # what those nodes are, for the report
+
+    def __post_init__(self) -> None:
+        if not 90 <= self.percentile <= 100:
+            raise ConfigError(f"calibration percentile must be in [90, 100], got {self.percentile}.")
+
+    def describe(self, form: str) -> str:
+        parts = ["int8 inputs of weight MatMul/Gemm only (attention products, LayerNorm, Softmax, GELU, adds FP32)"]
+        if form == "int8-qdq":
+            parts.append("symmetric per-channel weights")
+            ranges = (
+                f"{self.percentile:g}th-percentile"
+                if self.calibration is Calibration.percentile
+                else self.calibration.value
+            )
+            parts.append(f"{ranges} activation ranges")
+        else:
+            parts.append("per-channel weights, activation scales per batch at run time")
+        if self.keep_fp32:
+            roles = ", ".join(self.kept_roles) if self.kept_roles else ", ".join(self.keep_fp32)
+            parts.append(f"{len(self.keep_fp32)} MatMul(s) kept FP32 by measured sensitivity: {roles}")
+        return "; ".join(parts)
+
+
+def weight_matmuls(model: Any) -> list[str]:
+    """Names of the MatMul/Gemm nodes whose second input is a constant weight, in graph order."""
+    graph = model.graph
+    constants = {t.name for t in graph.initializer}
+    constants.update(o for n in graph.node if n.op_type == "Constant" for o in n.output)
+    return [n.name for n in graph.node if n.op_type in QUANTIZED_OPS and len(n.input) > 1 and n.input[1] in constants]
+
+
+def node_roles(model: Any) -> dict[str, str]:
+    """A readable role for each weight MatMul: what feeds it (GELU: an FFN output projection), and its layer."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    roles = {}
+    weights = set(weight_matmuls(model))
+    for node in model.graph.node:
+        if node.name not in weights:
+            continue
+        source = producers.get(node.input[0])
+        kind = source.op_type if source is not None else "input"
+        if kind == "Gelu" or (source is not None and "gelu" in node.input[0].lower()):
+            roles[node.name] = f"FFN output projection ({node.name})"
+        elif node.op_type == "Gemm":
+            roles[node.name] = f"classifier head ({node.name})"
+        else:
+            roles[node.name] = f"MatMul after {kind} ({node.name})"
+    return roles
 
 
 def tokenize_batches(
@@ -51,14 +124,25 @@ def tokenize_batches(
 
 
 class _Reader:
-    """ONNX Runtime's CalibrationDataReader protocol over prepared feeds."""
+    """ONNX Runtime's CalibrationDataReader protocol over prepared feeds.
+
+    ``set_range`` lets the quantizer take one batch at a time (``CalibStridedMinMax=1``): its histogram
+    calibrators stack every collected output into one array, which fails for batches of different
+    lengths, while one batch per pass merges histograms and keeps each batch at its own length.
+    """
 
     def __init__(self, feeds: Sequence[dict[str, np.ndarray]]) -> None:
         self._feeds = list(feeds)
         self._iterator: Iterator[dict[str, np.ndarray]] = iter(self._feeds)
 
+    def __len__(self) -> int:
+        return len(self._feeds)
+
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._iterator, None)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._iterator = iter(self._feeds[start_index:end_index])
 
     def rewind(self) -> None:
         self._iterator = iter(self._feeds)
@@ -66,12 +150,13 @@ class _Reader:
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """The quantizer logs advice through the root logger at WARNING; our progress lines say enough."""
+    """The quantizer logs advice at WARNING and prints a line per calibration batch; our progress says enough."""
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
     try:
-        yield
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
     finally:
         root.setLevel(level)
 
@@ -87,12 +172,27 @@ def _clean_copy(source: Path, scratch: Path) -> Path:
     return copy
 
 
-def quantize_qdq(source: Path, destination: Path, feeds: Sequence[dict[str, np.ndarray]]) -> Path:
-    """Explicit Q/DQ int8 (symmetric, per-channel weights) with ranges calibrated on ``feeds``."""
+def quantize_qdq(
+    source: Path,
+    destination: Path,
+    feeds: Sequence[dict[str, np.ndarray]],
+    recipe: Int8Recipe = Int8Recipe(),
+    calibration_cache: Path | None = None,
+) -> Path:
+    """Explicit Q/DQ int8 (symmetric, per-channel weights) with ranges calibrated on ``feeds``.
+
+    ``calibration_cache`` keeps the measured ranges, so variants that differ only in the nodes kept in
+    FP32 (the sensitivity search) calibrate once.
+    """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     if not feeds:
         raise ConfigError("INT8 calibration needs text: the calibration data produced no batches.")
+    method = {
+        Calibration.minmax: CalibrationMethod.MinMax,
+        Calibration.percentile: CalibrationMethod.Percentile,
+        Calibration.entropy: CalibrationMethod.Entropy,
+    }[recipe.calibration]
     with _quiet(), tempfile.TemporaryDirectory(prefix="distil-calib-") as scratch:
         try:
             quantize_static(
@@ -103,12 +203,17 @@ def quantize_qdq(source: Path, destination: Path, feeds: Sequence[dict[str, np.n
                 activation_type=QuantType.QInt8,
                 weight_type=QuantType.QInt8,
                 per_channel=True,
-                calibrate_method=CalibrationMethod.MinMax,
-                op_types_to_quantize=["MatMul", "Gemm"],
+                calibrate_method=method,
+                op_types_to_quantize=list(QUANTIZED_OPS),
+                nodes_to_exclude=list(recipe.keep_fp32),
+                **({"calibration_cache_path": str(calibration_cache)} if calibration_cache else {}),
                 extra_options={
                     "ActivationSymmetric": True,
                     "WeightSymmetric": True,
                     "CalibTensorRangeSymmetric": True,
+                    "MatMulConstBOnly": True,
+                    "CalibStridedMinMax": 1,
+                    "CalibPercentile": recipe.percentile,
                     "CalibIntermediateOutputPath": str(Path(scratch) / "augmented.onnx"),
                 },
             )
@@ -117,7 +222,7 @@ def quantize_qdq(source: Path, destination: Path, feeds: Sequence[dict[str, np.n
     return destination
 
 
-def quantize_dynamic_int8(source: Path, destination: Path) -> Path:
+def quantize_dynamic_int8(source: Path, destination: Path, recipe: Int8Recipe = Int8Recipe()) -> Path:
     """Int8 weights, dynamic activation scales: ONNX Runtime CPU's fast integer MatMul path."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -127,8 +232,10 @@ def quantize_dynamic_int8(source: Path, destination: Path) -> Path:
                 str(_clean_copy(source, Path(scratch))),
                 str(destination),
                 weight_type=QuantType.QInt8,
-                per_channel=False,
-                op_types_to_quantize=["MatMul", "Gemm"],
+                per_channel=True,
+                op_types_to_quantize=list(QUANTIZED_OPS),
+                nodes_to_exclude=list(recipe.keep_fp32),
+                extra_options={"MatMulConstBOnly": True},
             )
     except Exception as exc:  # ONNX Runtime raises plain exceptions from the quantizer
         raise BuildError(f"dynamic INT8 quantization of {source} failed: {type(exc).__name__}: {exc}") from exc

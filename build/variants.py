@@ -12,7 +12,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,8 @@ import numpy as np
 
 from distil import machine
 from distil.build import text_data
-from distil.build.accuracy import Agreement, GateConfig, compare, gate, label_ids
+from distil.build.accuracy import Agreement, GateConfig, class_shares, compare, gate, label_ids
+from distil.build.plan_gate import PlanCheckSet
 from distil.build.quantize import quantize_dynamic_int8, quantize_qdq, tokenize_batches
 from distil.errors import BuildError, ConfigError
 
@@ -87,6 +88,7 @@ class Variant:
     failures: tuple[str, ...] = ()
     kept: bool = False
     note: str = ""
+    recipe: str = ""  # how the variant was made (INT8: calibration, what stayed FP32)
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -98,11 +100,13 @@ class Variant:
             "failures": list(self.failures),
             "kept": self.kept,
             "note": self.note,
+            "recipe": self.recipe,
         }
         if self.agreement is not None:
             data["agreement"] = self.agreement.__dict__ | {
                 "accuracy_drop": self.agreement.accuracy_drop,
                 "logit_drift": self.agreement.logit_drift,
+                "class_shift": self.agreement.class_shift,
             }
         return data
 
@@ -116,6 +120,8 @@ class PrecisionReport:
     target: str
     machine: str
     gate: GateConfig
+    labels: tuple[str, ...] = ()
+    reference_class_shares: tuple[float, ...] = ()
 
     def kept(self) -> list[Variant]:
         return [v for v in self.variants if v.kept]
@@ -130,8 +136,11 @@ class PrecisionReport:
                 "min_agreement": self.gate.min_agreement,
                 "max_accuracy_drop": self.gate.max_accuracy_drop,
                 "max_logit_drift": self.gate.max_logit_drift,
+                "max_class_shift": self.gate.max_class_shift,
                 "force": self.gate.force,
             },
+            "labels": list(self.labels),
+            "fp32_class_shares": list(self.reference_class_shares),
             "speed_measured_on": f"ONNX Runtime CPU provider, {self.machine}",
             "variants": [v.to_dict() for v in self.variants],
         }
@@ -144,14 +153,15 @@ class PrecisionReport:
             f"- evaluation data: {self.eval_source}",
             f"- calibration data: {self.calibration_source or 'none (no INT8 requested)'}",
             f"- gate: top-1 agreement >= {self.gate.min_agreement:.1%}, accuracy drop <= "
-            f"{self.gate.max_accuracy_drop * 100:.1f} points, logit drift <= {self.gate.max_logit_drift:.0%}"
+            f"{self.gate.max_accuracy_drop * 100:.1f} points, logit drift <= {self.gate.max_logit_drift:.0%}, "
+            f"class shares within {self.gate.max_class_shift * 100:.1f} points of fp32's, no NaN/Inf logit"
             f"{' (--force: kept regardless)' if self.gate.force else ''}",
             f"- speed: ONNX Runtime CPU provider on {self.machine}, batches of 8 evaluation texts, "
             f"median of {SPEED_ROUNDS} rounds",
             "",
-            "| precision | form | agreement | max abs dlogit | logit drift | accuracy (fp32) | macro-F1 (fp32) "
-            "| texts/s | speed-up | gate | kept |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            f"| precision | form | agreement | max abs dlogit | logit drift | accuracy (fp32) | macro-F1 (fp32) "
+            f"| shares {'/'.join(self.labels)} | texts/s | speed-up | gate | kept |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for v in self.variants:
             a = v.agreement
@@ -160,10 +170,12 @@ class PrecisionReport:
             lines.append(
                 f"| {v.precision.value} | {v.form} | {f'{a.agreement:.1%}' if a else 'reference'} "
                 f"| {f'{a.max_abs_logit_diff:.4f}' if a else '-'} | {f'{a.logit_drift:.1%}' if a else '-'} "
-                f"| {accuracy} | {f1} | {v.texts_per_s:.1f} | {v.speedup:.2f}x "
+                f"| {accuracy} | {f1} | {format_shares(a.class_shares if a else self.reference_class_shares)} "
+                f"| {v.texts_per_s:.1f} | {v.speedup:.2f}x "
                 f"| {'pass' if not v.failures else 'FAIL: ' + '; '.join(v.failures)} | {'yes' if v.kept else 'no'} |"
             )
-        notes = [f"- {v.form}: {v.note}" for v in self.variants if v.note]
+        notes = [f"- {v.form}: {v.recipe}" for v in self.variants if v.recipe]
+        notes += [f"- {v.form}: {v.note}" for v in self.variants if v.note]
         if notes:
             lines += ["", *notes]
         return "\n".join(lines) + "\n"
@@ -173,6 +185,30 @@ class PrecisionReport:
         json_path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
         md_path.write_text(self.to_markdown(), encoding="utf-8")
         return [json_path, md_path]
+
+
+def format_shares(shares: Sequence[float]) -> str:
+    return "/".join(f"{share:.1%}" for share in shares) or "-"
+
+
+def plan_check_set(
+    fp32_onnx: Path, tokenizer: Any, evaluation: text_data.TextSet, max_length: int, labels: Sequence[str]
+) -> PlanCheckSet:
+    """The evaluation texts as token ids with the FP32 ONNX logits, for gating TensorRT plans on the GPU node."""
+    encoded = tokenizer(
+        list(evaluation.texts), truncation=True, max_length=max_length, padding=True, return_tensors="np"
+    )
+    input_ids = encoded["input_ids"].astype(np.int64)
+    attention_mask = encoded["attention_mask"].astype(np.int64)
+    check_set = PlanCheckSet(input_ids, attention_mask, np.zeros((0, 0), dtype=np.float32))
+    feeds = [{"input_ids": ids, "attention_mask": mask} for ids, mask in check_set.batches()]
+    truth = None
+    if evaluation.labels:
+        try:
+            truth = label_ids(evaluation.labels, labels)
+        except ConfigError:  # evaluation labels of another task: agreement with FP32 still gates the plan
+            truth = None
+    return PlanCheckSet(input_ids, attention_mask, _logits(_session(fp32_onnx), feeds), truth)
 
 
 def _session(path: Path) -> Any:
@@ -260,6 +296,7 @@ def build_variants(
         reference = _logits(sessions["fp32"], feeds)
         agreements = {form: compare(reference, _logits(sessions[form], feeds), truth) for _, form, _ in candidates[1:]}
         speeds = _speeds(sessions, feeds, len(evaluation.texts))
+    shares = class_shares(reference.argmax(axis=1), reference.shape[1])
 
     variants = []
     for precision, form, path in candidates:
@@ -268,7 +305,8 @@ def build_variants(
         variants.append(
             Variant(precision, form, path, speeds[form], speeds[form] / speeds["fp32"], agreement, failures)
         )
-    return _choose(variants, config, target, eval_source, calibration_source)
+    report = _choose(variants, config, target, eval_source, calibration_source)
+    return replace(report, labels=tuple(labels), reference_class_shares=shares)
 
 
 def _choose(
@@ -296,9 +334,7 @@ def _choose(
             note = f"not kept: {chosen[v.precision].form} is faster"
         elif not kept:
             note = "left out of the repository (use --force to keep it)"
-        final.append(
-            Variant(v.precision, v.form, v.file, v.texts_per_s, v.speedup, v.agreement, v.failures, kept, note)
-        )
+        final.append(replace(v, kept=kept, note=note))
 
     kept_precisions = set(chosen)
     if not kept_precisions:
