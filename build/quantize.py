@@ -240,3 +240,81 @@ def quantize_dynamic_int8(source: Path, destination: Path, recipe: Int8Recipe = 
     except Exception as exc:  # ONNX Runtime raises plain exceptions from the quantizer
         raise BuildError(f"dynamic INT8 quantization of {source} failed: {type(exc).__name__}: {exc}") from exc
     return destination
+
+
+def _weights(model: Any) -> dict[str, tuple[str, np.ndarray]]:
+    """For each weight MatMul/Gemm: its activation input and its weight as [in, out]."""
+    from onnx import numpy_helper
+
+    graph = model.graph
+    arrays = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute:
+            arrays[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    found = {}
+    for node in graph.node:
+        if node.name in set(weight_matmuls(model)):
+            weight = arrays[node.input[1]].astype(np.float32)
+            trans_b = any(a.name == "transB" and a.i for a in node.attribute)
+            found[node.name] = (node.input[0], weight.T if trans_b else weight)
+    return found
+
+
+def _activation_scales(qdq_model: Any) -> dict[str, float]:
+    """The calibrated scale of every activation a Q/DQ model quantizes, by the FP32 tensor's name."""
+    from onnx import numpy_helper
+
+    arrays = {t.name: numpy_helper.to_array(t) for t in qdq_model.graph.initializer}
+    return {
+        n.input[0]: float(np.max(arrays[n.input[1]]))
+        for n in qdq_model.graph.node
+        if n.op_type == "QuantizeLinear" and n.input[1] in arrays
+    }
+
+
+def _fake_quantize(values: np.ndarray, scale: np.ndarray | float) -> np.ndarray:
+    return np.clip(np.round(values / scale), -127, 127) * scale
+
+
+def sensitivity(fp32: Path, feeds: Sequence[dict[str, np.ndarray]], qdq_model: Path | None = None) -> dict[str, float]:
+    """Each weight MatMul's relative output error when its input and weight are int8, on ``feeds``.
+
+    Measured on the FP32 model's own activations, one MatMul at a time, so errors do not compound and
+    each node's figure is its own: ||Q(x) Q(W) - x W|| / ||x W|| over all feeds. Weights are quantized
+    per output channel; activations with the scales calibrated into ``qdq_model`` (the Q/DQ form), or,
+    without it, with a scale per batch from the batch's own range (the dynamic form). The nodes with
+    the largest errors are the ones to keep in FP32.
+    """
+    import onnx
+    import onnxruntime as ort
+
+    model = onnx.load(str(fp32))
+    weights = _weights(model)
+    scales = _activation_scales(onnx.load(str(qdq_model))) if qdq_model else {}
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    existing = {o.name for o in probe.graph.output}
+    for tensor in sorted({x for x, _ in weights.values()} - existing):
+        probe.graph.output.append(onnx.helper.make_empty_tensor_value_info(tensor))
+    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    errors = dict.fromkeys(weights, 0.0)
+    norms = dict.fromkeys(weights, 0.0)
+    quantized_weights = {
+        node: _fake_quantize(w, np.maximum(np.abs(w).max(axis=0, keepdims=True), 1e-12) / 127)
+        for node, (_, w) in weights.items()
+    }
+    for feed in feeds:
+        outputs = dict(zip(names, session.run(names, feed), strict=True))
+        for node, (tensor, weight) in weights.items():
+            x = outputs[tensor].reshape(-1, weight.shape[0]).astype(np.float32)
+            if tensor in scales:
+                x_q = _fake_quantize(x, scales[tensor])
+            else:  # per-batch range, as DynamicQuantizeLinear computes it
+                low, high = min(0.0, float(x.min())), max(0.0, float(x.max()))
+                step = (high - low) / 255 or 1.0
+                x_q = np.round((x - low) / step) * step + low
+            exact = x @ weight
+            errors[node] += float(np.sum((x_q @ quantized_weights[node] - exact) ** 2))
+            norms[node] += float(np.sum(exact**2))
+    return {node: float(np.sqrt(errors[node] / norms[node])) if norms[node] else 0.0 for node in weights}

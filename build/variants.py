@@ -23,13 +23,23 @@ from distil import machine
 from distil.build import text_data
 from distil.build.accuracy import Agreement, GateConfig, class_shares, compare, gate, label_ids
 from distil.build.plan_gate import PlanCheckSet
-from distil.build.quantize import quantize_dynamic_int8, quantize_qdq, tokenize_batches
+from distil.build.quantize import (
+    Int8Recipe,
+    node_roles,
+    quantize_dynamic_int8,
+    quantize_qdq,
+    sensitivity,
+    tokenize_batches,
+)
 from distil.errors import BuildError, ConfigError
 
 Stage = Callable[[str], AbstractContextManager[object]]
 REPORT_JSON = "precision_report.json"
 REPORT_MD = "precision_report.md"
 SPEED_ROUNDS = 3
+# How many of the most sensitive MatMuls an INT8 form may keep in FP32, tried in this order.
+SENSITIVE_STEPS = (2, 4, 6, 9, 12)
+FP16_RECIPE = "FP16 graph; LayerNorm, Softmax, reductions and the attention-mask arithmetic FP32"
 
 
 class Precision(str, Enum):
@@ -236,6 +246,47 @@ def _speeds(sessions: dict[str, Any], feeds: Sequence[dict[str, np.ndarray]], te
     return {name: texts / statistics.median(times) for name, times in rounds.items()}
 
 
+def _int8_form(
+    form: str,
+    make: Callable[[Int8Recipe, Path], Path],
+    fp32_onnx: Path,
+    probe_feeds: Sequence[dict[str, np.ndarray]],
+    probe_reference: np.ndarray,
+    gate_config: GateConfig,
+    scratch: Path,
+) -> tuple[Path, Int8Recipe]:
+    """The INT8 form with the fewest FP32 MatMuls that passes the gate on the calibration text.
+
+    First everything is quantized. If that fails the gate against FP32 on the calibration text (never
+    the evaluation text, which must stay unseen), each weight MatMul's own quantization error is
+    measured there (``quantize.sensitivity``) and the most sensitive ones are kept in FP32, a few more
+    at each step, until it passes or ``SENSITIVE_STEPS`` is exhausted; the gate on the evaluation
+    data then decides, as for every variant.
+    """
+    import onnx
+
+    recipe = Int8Recipe()
+    path = make(recipe, scratch / f"{form}.onnx")
+    if not _probe_failures(path, probe_feeds, probe_reference, gate_config):
+        return path, recipe
+    scores = sensitivity(fp32_onnx, probe_feeds, path if form == "int8-qdq" else None)
+    ranked = sorted(scores, key=lambda node: scores[node], reverse=True)
+    roles = node_roles(onnx.load(str(fp32_onnx)))
+    for keep in SENSITIVE_STEPS:
+        chosen = tuple(ranked[:keep])
+        recipe = Int8Recipe(keep_fp32=chosen, kept_roles=tuple(roles.get(n, n) for n in chosen))
+        path = make(recipe, scratch / f"{form}-fp32x{keep}.onnx")
+        if not _probe_failures(path, probe_feeds, probe_reference, gate_config):
+            break
+    return path, recipe
+
+
+def _probe_failures(
+    path: Path, feeds: Sequence[dict[str, np.ndarray]], reference: np.ndarray, gate_config: GateConfig
+) -> tuple[str, ...]:
+    return gate(compare(reference, _logits(_session(path), feeds)), gate_config)
+
+
 def _default_served(kept: set[Precision], target: str) -> Precision:
     if Precision.int8 in kept:
         return Precision.int8
@@ -268,6 +319,7 @@ def build_variants(
     feeds = tokenize_batches(tokenizer, evaluation.texts, max_length)
 
     candidates: list[tuple[Precision, str, Path]] = [(Precision.fp32, "fp32", fp32_onnx)]
+    recipes: dict[str, str] = {"fp16": FP16_RECIPE}
     calibration_source = None
     if Precision.fp16 in config.precisions:
         with stage("Converting to FP16 (LayerNorm, Softmax, reductions and mask arithmetic stay FP32)"):
@@ -280,16 +332,23 @@ def build_variants(
         if calibration is None:
             raise ConfigError("INT8 needs calibration text (--calibration-data).")
         calibration_source = f"{calibration.source} ({len(calibration.texts)} texts)"
-        with stage(f"Calibrating INT8 Q/DQ on {len(calibration.texts)} texts"):
-            calibration_feeds = tokenize_batches(tokenizer, calibration.texts, max_length)
-            candidates.append(
-                (Precision.int8, "int8-qdq", quantize_qdq(fp32_onnx, scratch / "int8-qdq.onnx", calibration_feeds))
-            )
+        calibration_feeds = tokenize_batches(tokenizer, calibration.texts, max_length)
+        probe_reference = _logits(_session(fp32_onnx), calibration_feeds)
+        cache = scratch / "int8-ranges.json"
+
+        def qdq(recipe: Int8Recipe, path: Path) -> Path:
+            return quantize_qdq(fp32_onnx, path, calibration_feeds, recipe, calibration_cache=cache)
+
+        forms: list[tuple[str, Callable[[Int8Recipe, Path], Path]]] = [("int8-qdq", qdq)]
         if target == "cpu":
-            with stage("Quantizing INT8 dynamic (ONNX Runtime CPU)"):
-                candidates.append(
-                    (Precision.int8, "int8-dynamic", quantize_dynamic_int8(fp32_onnx, scratch / "int8-dynamic.onnx"))
+            forms.append(("int8-dynamic", lambda recipe, path: quantize_dynamic_int8(fp32_onnx, path, recipe)))
+        for form, make in forms:
+            with stage(f"Quantizing {form} (calibrated on {len(calibration.texts)} texts)"):
+                path, recipe = _int8_form(
+                    form, make, fp32_onnx, calibration_feeds, probe_reference, config.gate, scratch
                 )
+            candidates.append((Precision.int8, form, path))
+            recipes[form] = recipe.describe(form)
 
     with stage(f"Evaluating {len(candidates)} variants against FP32 on {len(evaluation.texts)} texts"):
         sessions = {form: _session(path) for _, form, path in candidates}
@@ -303,7 +362,16 @@ def build_variants(
         agreement = agreements.get(form)
         failures = gate(agreement, config.gate) if agreement else ()
         variants.append(
-            Variant(precision, form, path, speeds[form], speeds[form] / speeds["fp32"], agreement, failures)
+            Variant(
+                precision,
+                form,
+                path,
+                speeds[form],
+                speeds[form] / speeds["fp32"],
+                agreement,
+                failures,
+                recipe=recipes.get(form, ""),
+            )
         )
     report = _choose(variants, config, target, eval_source, calibration_source)
     return replace(report, labels=tuple(labels), reference_class_shares=shares)
