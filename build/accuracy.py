@@ -1,11 +1,18 @@
 """The accuracy gate: a precision variant is compared with FP32 on evaluation text before it is kept.
 
 Measured per variant: top-1 agreement with FP32, max and mean |delta logit|, and, when the evaluation
-data has labels, accuracy and macro-F1 next to FP32's. Defaults: keep a variant when agreement is at
-least 99%, accuracy drops by at most 1 point, and the logits drift by at most 10% (mean |delta logit|
-over mean |FP32 logit|). The drift bound catches a badly calibrated variant whose top-1 still agrees
-on the evaluation texts because their margins are wide: its logits have moved, and texts closer to
-the boundary will flip in production.
+data has labels, accuracy and macro-F1 next to FP32's, and each class's share of the predictions next
+to FP32's. Defaults: keep a variant when agreement is at least 99%, accuracy drops by at most 1 point,
+the logits drift by at most 10% (mean |delta logit| over mean |FP32 logit|), no class's share of the
+predictions moves by more than half a point, and every logit is finite.
+
+Why each bound: the drift bound catches a badly calibrated variant whose top-1 still agrees on the
+evaluation texts because their margins are wide (texts closer to the boundary will flip in
+production). The class-share bound catches systematic bias: a variant whose disagreements all go
+one way (quantization ranges clipped on one side) shifts a class's share by the whole disagreement,
+while unbiased noise flips both ways and leaves the shares where they were; it needs no labels. A
+NaN or Inf logit fails the variant outright, whatever the other figures say (a NaN row has no
+top-1, and comparisons with NaN are false, so it must never reach the other bounds).
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ class GateConfig:
     min_agreement: float = 0.99
     max_accuracy_drop: float = 0.01  # 1 point, as a fraction
     max_logit_drift: float = 0.10  # mean |delta logit| / mean |FP32 logit|
+    max_class_shift: float = 0.005  # largest change of one class's share of the predictions
     force: bool = False
 
     def __post_init__(self) -> None:
@@ -32,6 +40,10 @@ class GateConfig:
             raise ConfigError(f"--max-accuracy-drop must be in [0, 1] (0.01 = 1 point), got {self.max_accuracy_drop}.")
         if not self.max_logit_drift > 0:
             raise ConfigError(f"--max-logit-drift must be positive (0.1 = 10%), got {self.max_logit_drift}.")
+        if not 0 <= self.max_class_shift <= 1:
+            raise ConfigError(
+                f"--max-class-shift must be in [0, 1] (0.005 = half a point), got {self.max_class_shift}."
+            )
 
 
 @dataclass(frozen=True)
@@ -43,6 +55,9 @@ class Agreement:
     max_abs_logit_diff: float
     mean_abs_logit_diff: float
     mean_abs_reference_logit: float
+    class_shares: tuple[float, ...] = ()
+    reference_class_shares: tuple[float, ...] = ()
+    nonfinite_rows: int = 0
     accuracy: float | None = None
     macro_f1: float | None = None
     reference_accuracy: float | None = None
@@ -51,6 +66,12 @@ class Agreement:
     @property
     def logit_drift(self) -> float:
         return self.mean_abs_logit_diff / self.mean_abs_reference_logit if self.mean_abs_reference_logit else 0.0
+
+    @property
+    def class_shift(self) -> float:
+        """The largest change of one class's share of the top-1 predictions, as a fraction of the texts."""
+        pairs = zip(self.class_shares, self.reference_class_shares, strict=True)
+        return max((abs(a - b) for a, b in pairs), default=0.0)
 
     @property
     def accuracy_drop(self) -> float | None:
@@ -86,44 +107,62 @@ def label_ids(labels: Sequence[str], names: Sequence[str]) -> np.ndarray:
     return np.array(ids, dtype=np.int64)
 
 
+def class_shares(top1: np.ndarray, num_labels: int) -> tuple[float, ...]:
+    """Each label's share of the rows; a row without a prediction (-1) belongs to no label."""
+    return tuple(float(np.sum(top1 == label)) / max(1, len(top1)) for label in range(num_labels))
+
+
 def compare(reference: np.ndarray, variant: np.ndarray, truth: np.ndarray | None = None) -> Agreement:
-    """Compare a variant's logits with the FP32 reference's (rows are texts)."""
+    """Compare a variant's logits with the FP32 reference's (rows are texts).
+
+    A row with a NaN or Inf logit counts as a disagreement (and as a wrong answer) whatever its argmax,
+    and the logit differences are taken over the finite rows only, so the figures stay readable.
+    """
     if reference.shape != variant.shape or reference.ndim != 2 or reference.shape[0] == 0:
         raise ValueError(
             f"logit arrays must have the same non-empty [texts, labels] shape: {reference.shape} vs {variant.shape}"
         )
-    diff = np.abs(reference.astype(np.float64) - variant.astype(np.float64))
-    ref_top, var_top = reference.argmax(axis=1), variant.argmax(axis=1)
-    result = Agreement(
+    if not np.isfinite(reference).all():
+        raise ValueError("the FP32 reference has NaN or Inf logits: the exported model itself is broken.")
+    finite = np.isfinite(variant).all(axis=1)
+    num_labels = reference.shape[1]
+    diff = np.abs(reference[finite].astype(np.float64) - variant[finite].astype(np.float64))
+    ref_top = reference.argmax(axis=1)
+    # A non-finite row predicts nothing: -1 never equals a label.
+    var_top = np.where(finite, np.nan_to_num(variant, nan=-np.inf).argmax(axis=1), -1)
+    return Agreement(
         texts=int(reference.shape[0]),
         agreement=float(np.mean(ref_top == var_top)),
-        max_abs_logit_diff=float(diff.max()),
-        mean_abs_logit_diff=float(diff.mean()),
+        max_abs_logit_diff=float(diff.max()) if diff.size else float("inf"),
+        mean_abs_logit_diff=float(diff.mean()) if diff.size else float("inf"),
         mean_abs_reference_logit=float(np.abs(reference).mean()),
-    )
-    if truth is None:
-        return result
-    num_labels = reference.shape[1]
-    return Agreement(
-        texts=result.texts,
-        agreement=result.agreement,
-        max_abs_logit_diff=result.max_abs_logit_diff,
-        mean_abs_logit_diff=result.mean_abs_logit_diff,
-        mean_abs_reference_logit=result.mean_abs_reference_logit,
-        accuracy=float(np.mean(var_top == truth)),
-        macro_f1=macro_f1(var_top, truth, num_labels),
-        reference_accuracy=float(np.mean(ref_top == truth)),
-        reference_macro_f1=macro_f1(ref_top, truth, num_labels),
+        class_shares=class_shares(var_top, num_labels),
+        reference_class_shares=class_shares(ref_top, num_labels),
+        nonfinite_rows=int((~finite).sum()),
+        accuracy=None if truth is None else float(np.mean(var_top == truth)),
+        macro_f1=None if truth is None else macro_f1(var_top, truth, num_labels),
+        reference_accuracy=None if truth is None else float(np.mean(ref_top == truth)),
+        reference_macro_f1=None if truth is None else macro_f1(ref_top, truth, num_labels),
     )
 
 
 def gate(agreement: Agreement, config: GateConfig) -> tuple[str, ...]:
     """The reasons a variant fails the gate (empty when it passes)."""
     reasons = []
+    if agreement.nonfinite_rows:
+        reasons.append(f"{agreement.nonfinite_rows} of {agreement.texts} texts have NaN or Inf logits")
     if agreement.agreement < config.min_agreement:
         reasons.append(f"top-1 agreement {agreement.agreement:.1%} < {config.min_agreement:.1%}")
-    if agreement.logit_drift > config.max_logit_drift:
+    if not agreement.logit_drift <= config.max_logit_drift:
         reasons.append(f"logit drift {agreement.logit_drift:.1%} > {config.max_logit_drift:.1%}")
+    if agreement.class_shift > config.max_class_shift:
+        shares = ", ".join(
+            f"{a:.1%} (fp32 {b:.1%})"
+            for a, b in zip(agreement.class_shares, agreement.reference_class_shares, strict=True)
+        )
+        reasons.append(
+            f"class shares {shares} moved {agreement.class_shift * 100:.1f} points > {config.max_class_shift * 100:.1f}"
+        )
     drop = agreement.accuracy_drop
     if drop is not None and drop > config.max_accuracy_drop:
         reasons.append(f"accuracy drop {drop * 100:.1f} points > {config.max_accuracy_drop * 100:.1f}")

@@ -5,17 +5,28 @@ Triton image, as the chart's engine Job does): each ``classifier*`` model that T
 ``onnxruntime_onnx`` gets a ``model.plan`` beside its ``model.onnx`` and its config switches to
 ``tensorrt_plan`` with one profile per sequence bucket; the tokenizer starts padding to the buckets.
 The repository's ``distil.json`` records the TensorRT version and GPU the plans need.
+
+The plan is what gets served, so the plan is what gets gated: each one runs the evaluation set that
+``build-engines`` stored in the repository (``plan_check.npz``: token ids, and the FP32 ONNX model's
+logits on them) and goes through the same accuracy gate as the ONNX variants. Everything happens in
+a staging copy beside the destination; only when every plan is built and has passed does the staging
+copy replace the repository (one rename), so a failure at any step leaves the repository serving its
+ONNX models, with its checksums intact, and nothing half-converted.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from enum import Enum
 from pathlib import Path
 
 from distil.build import metadata
+from distil.build.accuracy import GateConfig
+from distil.build.plan_gate import PlanCheckSet, PlanRunner, check_plans
 from distil.build.trt_engine import (
     DEFAULT_BUCKETS,
     EngineConfig,
@@ -24,6 +35,7 @@ from distil.build.trt_engine import (
     check_compatibility,
     gpu_identity,
     read_metadata,
+    run_plan,
 )
 from distil.errors import EngineBuildError, RepositoryError
 from distil.model_repository import pbtxt
@@ -32,6 +44,7 @@ from distil.model_repository.config import TOKENIZER
 from distil.model_repository.pbtxt import PLAN_FILE
 
 Stage = Callable[[str], AbstractContextManager[object]]
+Builder = Callable[[EngineConfig], EngineMetadata]
 
 
 class TensorRTMode(str, Enum):
@@ -68,22 +81,73 @@ def _pad_tokenizer_to_buckets(root: Path, buckets: tuple[int, ...]) -> None:
     pbtxt.write_proto(path, config)
 
 
+def _staging_copy(source: Path, destination: Path) -> Path:
+    """A fresh copy of ``source`` beside ``destination`` (same filesystem, so the swap is one rename)."""
+    staging = destination.parent / f".{destination.name}.staging-{os.getpid()}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    shutil.copytree(source, staging, ignore=shutil.ignore_patterns("__pycache__"))
+    return staging
+
+
+def _swap(staging: Path, destination: Path) -> None:
+    """Replace ``destination`` with ``staging``: the old tree moves aside, the new one takes its name."""
+    if not destination.exists():
+        staging.rename(destination)
+        return
+    retired = destination.parent / f".{destination.name}.previous-{os.getpid()}"
+    destination.rename(retired)
+    try:
+        staging.rename(destination)
+    except OSError:
+        retired.rename(destination)  # put the old repository back before reporting the failure
+        raise
+    shutil.rmtree(retired, ignore_errors=True)
+
+
 def compile_repository(
-    root: Path, workspace_mib: int = 4096, stage: Stage = lambda _: nullcontext()
+    root: Path,
+    workspace_mib: int = 4096,
+    stage: Stage = lambda _: nullcontext(),
+    destination: Path | None = None,
+    builder: Builder = build_engine,
+    runner: PlanRunner = run_plan,
 ) -> dict[str, EngineMetadata]:
-    """Build a plan for every ONNX classifier of a ``--target gpu`` repository; return their metadata."""
+    """Build and gate a plan for every ONNX classifier of a ``--target gpu`` repository, then switch to them.
+
+    The work happens in a staging copy; ``destination`` (default: ``root`` itself) is replaced by it only
+    when every plan passed the accuracy gate. On any failure ``destination`` is left as it was.
+    """
     data = metadata.read(root)
     if data.get("target") != "gpu":
         raise RepositoryError(
             f"{root} was built for --target {data.get('target')}; TensorRT plans are for GPU repositories: "
             f"rebuild with 'distil build-engines --target gpu'."
         )
-    models = onnx_classifiers(root)
-    if not models:
+    if not onnx_classifiers(root):
         raise RepositoryError(f"{root} has no onnxruntime_onnx classifier with a model.onnx to compile.")
-    max_length = int(data["max_sequence_length"])
+    PlanCheckSet.read(root)  # fail before the slow part if the repository cannot be checked
+    target = (destination or root).resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = _staging_copy(root, target)
+    try:
+        built = _compile_in_place(staging, data, workspace_mib, stage, builder, runner)
+        _swap(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return built
+
+
+def _compile_in_place(
+    root: Path, data: dict[str, object], workspace_mib: int, stage: Stage, builder: Builder, runner: PlanRunner
+) -> dict[str, EngineMetadata]:
+    models = onnx_classifiers(root)
+    max_length = int(str(data["max_sequence_length"]))
     buckets = bucket_lengths(max_length)
-    precisions = data.get("precision", {}).get("models", {})
+    precision_data = data.get("precision", {})
+    precisions = precision_data.get("models", {}) if isinstance(precision_data, dict) else {}
+    gate_config = GateConfig(**precision_data.get("gate", {})) if isinstance(precision_data, dict) else GateConfig()
     timing_cache = root / ".timing-cache"
     built: dict[str, EngineMetadata] = {}
     for model_dir in models:
@@ -99,7 +163,20 @@ def compile_repository(
             timing_cache=timing_cache,
         )
         with stage(f"Building TensorRT engine for {model_dir.name} ({len(buckets)} profiles)"):
-            built[model_dir.name] = build_engine(engine)
+            built[model_dir.name] = builder(engine)
+
+    plans = {model_dir.name: model_dir / "1" / PLAN_FILE for model_dir in models}
+    with stage(f"Checking {len(plans)} TensorRT plan(s) against the FP32 ONNX logits"):
+        checks = check_plans(root, plans, buckets, gate_config, runner)
+    failed = [c for c in checks if c.failures]
+    if failed and not gate_config.force:
+        raise EngineBuildError(
+            "a TensorRT plan failed the accuracy gate against the FP32 ONNX model, so the repository keeps "
+            "serving its ONNX models (nothing was switched): "
+            + "; ".join(f"{c.model}: {', '.join(c.failures)}" for c in failed)
+        )
+
+    for model_dir in models:
         _rewrite_classifier(model_dir, len(buckets))
     _pad_tokenizer_to_buckets(root, buckets)
     first = next(iter(built.values()))
@@ -109,6 +186,18 @@ def compile_repository(
         "compute_capability": first.compute_capability,
         "buckets": list(buckets),
         "plans": {name: m.to_dict() for name, m in built.items()},
+        "plan_checks": {
+            c.model: {
+                "agreement": c.agreement.agreement,
+                "logit_drift": c.agreement.logit_drift,
+                "class_shares": list(c.agreement.class_shares),
+                "reference_class_shares": list(c.agreement.reference_class_shares),
+                "accuracy": c.agreement.accuracy,
+                "reference_accuracy": c.agreement.reference_accuracy,
+                "failures": list(c.failures),
+            }
+            for c in checks
+        },
     }
     data["files"] = metadata.checksums(root)
     (root / metadata.METADATA_FILE).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")

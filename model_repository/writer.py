@@ -36,7 +36,7 @@ from distil.model_repository.config import (
 )
 
 # Files at the repository root that a build writes (Triton only reads sub-folders).
-GENERATED_FILES = (METADATA_FILE, "precision_report.json", "precision_report.md")
+GENERATED_FILES = (METADATA_FILE, "precision_report.json", "precision_report.md", "plan_check.npz")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 
 

@@ -112,6 +112,45 @@ def test_gate_passes_close_logits_and_names_each_failure() -> None:
     assert any("logit drift" in r for r in reasons)
 
 
+def _confident_logits(rows: int, seed: int = 0) -> np.ndarray:
+    """Two-label logits with clear margins, about half of each label."""
+    rng = np.random.default_rng(seed)
+    signs = rng.choice([-1.0, 1.0], size=rows)
+    return np.stack([-2.0 * signs, 2.0 * signs], axis=1) + rng.normal(0, 0.1, size=(rows, 2))
+
+
+def test_gate_rejects_a_variant_with_nan_or_inf_logits_even_when_the_rest_agrees() -> None:
+    reference = _confident_logits(1000)
+    variant = reference.copy()
+    variant[:10] = np.nan  # 1% of the rows: agreement 99.0% would pass on its own
+    variant[10, 1] = np.inf
+    result = compare(reference, variant, np.argmax(reference, axis=1))
+    assert result.nonfinite_rows == 11
+    assert np.isfinite(result.logit_drift) and np.isfinite(result.max_abs_logit_diff)  # finite rows only
+    reasons = gate(result, GateConfig(min_agreement=0.95))
+    assert any("11 of 1000 texts have NaN or Inf logits" in r for r in reasons)
+    all_nan = compare(reference, np.full_like(reference, np.nan))
+    assert all_nan.agreement == 0.0 and gate(all_nan, GateConfig())
+
+
+def test_gate_rejects_a_class_shift_that_agreement_alone_would_pass() -> None:
+    reference = _confident_logits(1000)
+    top = reference.argmax(axis=1)
+    shifted = reference.copy()
+    negatives = np.flatnonzero(top == 0)[:8]  # 0.8% of the texts, all flipped toward label 1
+    shifted[negatives] = shifted[negatives][:, ::-1]
+    result = compare(reference, shifted)
+    assert result.agreement == pytest.approx(0.992)
+    assert result.class_shares[1] == pytest.approx(result.reference_class_shares[1] + 0.008)
+    reasons = gate(result, GateConfig(max_logit_drift=1.0))
+    assert len(reasons) == 1 and "class shares" in reasons[0] and "moved 0.8 points > 0.5" in reasons[0]
+    # the same number of flips, half each way, is noise rather than bias: it passes
+    balanced = reference.copy()
+    both = np.concatenate([np.flatnonzero(top == 0)[:4], np.flatnonzero(top == 1)[:4]])
+    balanced[both] = balanced[both][:, ::-1]
+    assert gate(compare(reference, balanced), GateConfig(max_logit_drift=1.0)) == ()
+
+
 def test_macro_f1_and_label_mapping() -> None:
     assert macro_f1(np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1]), 2) == pytest.approx((2 / 3 + 0.8) / 2)
     assert label_ids(["POS", "NEG", "1"], ["NEG", "POS"]).tolist() == [1, 0, 1]

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+import onnxruntime as ort
 import pytest
 
+from distil.build import metadata
 from distil.build.engines import bucket_lengths, compile_repository, onnx_classifiers
+from distil.build.plan_gate import PLAN_CHECK_FILE, PlanCheckSet
 from distil.build.trt_engine import (
     EngineConfig,
     EngineMetadata,
@@ -102,3 +108,88 @@ def test_from_onnx_without_tensorrt_fails_clearly_and_leaves_the_repository_as_i
 def test_from_onnx_refuses_a_cpu_repository(tiny_repository: Path) -> None:
     with pytest.raises(RepositoryError, match="--target cpu"):
         compile_repository(tiny_repository)
+
+
+# --- the switch to TensorRT plans: gated, all or nothing ------------------------------------------
+# TensorRT cannot run here, so these tests stand in for its two GPU-only calls: the builder copies
+# the ONNX file to model.plan, and the runner runs that ONNX file with ONNX Runtime. What they test is
+# distil's own logic around them (staging copy, the gate on the served artifact, the atomic swap,
+# checksums), not TensorRT; build_engine and run_plan themselves have never run on a GPU.
+
+
+def _copying_builder(config: EngineConfig) -> EngineMetadata:
+    shutil.copyfile(config.onnx_file, config.plan_file)
+    return EngineMetadata("10.x (stand-in)", "no GPU", "0.0", config.precision, "-", [])
+
+
+def _onnx_runner(plan: Path, batches: Sequence[tuple[np.ndarray, np.ndarray]], buckets: tuple[int, ...]) -> np.ndarray:
+    session = ort.InferenceSession(str(plan.with_name("model.onnx")), providers=["CPUExecutionProvider"])
+    return np.concatenate([session.run(["logits"], {"input_ids": i, "attention_mask": m})[0] for i, m in batches])
+
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def fresh_gpu_repository(gpu_repository: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "repository"
+    shutil.copytree(gpu_repository, copy)
+    return copy
+
+
+def test_gpu_repository_carries_the_evaluation_set_with_fp32_logits(gpu_repository: Path) -> None:
+    check_set = PlanCheckSet.read(gpu_repository)
+    assert check_set.input_ids.shape[0] == check_set.reference_logits.shape[0] > 1000  # the built-in held-out set
+    assert np.isfinite(check_set.reference_logits).all() and check_set.labels is not None
+    assert (gpu_repository / PLAN_CHECK_FILE).is_file()
+
+
+def test_plans_that_pass_the_gate_switch_every_classifier_with_fresh_checksums(fresh_gpu_repository: Path) -> None:
+    root = fresh_gpu_repository
+    compile_repository(root, builder=_copying_builder, runner=_onnx_runner)
+    config = pbtxt.parse_text((root / "classifier" / "config.pbtxt").read_text())
+    assert config.platform == "tensorrt_plan"
+    data = metadata.read(root)
+    assert data["files"] == metadata.checksums(root)  # checksums describe the switched repository
+    check = data["tensorrt"]["plan_checks"]["classifier"]
+    assert check["agreement"] == 1.0 and check["failures"] == []
+    assert not [p for p in root.parent.iterdir() if p.name.startswith(".")]  # no staging copy left behind
+
+
+@pytest.mark.parametrize(
+    ("broken", "reason"),
+    [
+        (lambda logits: np.where(np.arange(len(logits))[:, None] % 50 == 0, np.nan, logits), "NaN or Inf"),
+        (lambda logits: np.stack([logits.min(axis=1), logits.max(axis=1) + 1], axis=1), "class shares"),
+    ],
+    ids=["nan-rows", "all-one-class"],
+)
+def test_a_plan_failing_the_gate_leaves_the_repository_on_onnx_untouched(
+    fresh_gpu_repository: Path, broken, reason: str
+) -> None:
+    root = fresh_gpu_repository
+    before = _snapshot(root)
+
+    def runner(plan: Path, batches: Sequence[tuple[np.ndarray, np.ndarray]], buckets: tuple[int, ...]) -> np.ndarray:
+        return broken(_onnx_runner(plan, batches, buckets))
+
+    with pytest.raises(EngineBuildError, match=f"keeps serving its ONNX models.*{reason}"):
+        compile_repository(root, builder=_copying_builder, runner=runner)
+    assert _snapshot(root) == before  # byte for byte: no plan, no switched config, same distil.json
+    assert not [p for p in root.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_a_build_failure_into_another_destination_leaves_it_as_it_was(
+    fresh_gpu_repository: Path, tmp_path: Path
+) -> None:
+    destination = tmp_path / "served"
+    compile_repository(fresh_gpu_repository, builder=_copying_builder, runner=_onnx_runner, destination=destination)
+    served = _snapshot(destination)
+
+    def failing_builder(config: EngineConfig) -> EngineMetadata:
+        raise EngineBuildError("out of workspace (stand-in)")
+
+    with pytest.raises(EngineBuildError, match="stand-in"):
+        compile_repository(fresh_gpu_repository, builder=failing_builder, runner=_onnx_runner, destination=destination)
+    assert _snapshot(destination) == served
