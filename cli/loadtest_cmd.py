@@ -26,6 +26,7 @@ from distil.loadtest.analysis.capacity import (
     capacity_gate,
     find_capacity,
 )
+from distil.loadtest.analysis.cross_check import cross_check_rows
 from distil.loadtest.drive.protocol import Transport, default_port
 from distil.loadtest.drive.shapes import LoadTestConfig, Shape, build_steps, parse_levels
 from distil.loadtest.record.percentiles import Percentile
@@ -80,6 +81,25 @@ def steps_table(run: RunResult) -> Table:
             "with --cross-check)."
         )
         table.caption_justify = "left"
+    return table
+
+
+def cross_check_table(run: RunResult) -> Table:
+    """distil's figures beside perf_analyzer's at each concurrency, with their ratios."""
+    table = Table(
+        title="Cross-check with Triton's perf_analyzer (same server, texts and duration)", title_justify="left"
+    )
+    for column in (
+        "users",
+        "distil rps",
+        "perf_analyzer rps",
+        "ratio",
+        "distil p50/p95/p99",
+        "perf_analyzer p50/p95/p99",
+    ):
+        table.add_column(column, justify="right")
+    for row in cross_check_rows(run):
+        table.add_row(*row)
     return table
 
 
@@ -142,7 +162,7 @@ def _gate(run: RunResult, criteria: CapacityCriteria, required_rps: float | None
     return False, "FAIL: " + " | ".join(parts)
 
 
-def _run(config: LoadTestConfig, out_dir: Path) -> RunResult:
+def _run(config: LoadTestConfig, out_dir: Path, cross_check: bool = False) -> RunResult:
     from distil.loadtest.drive.runner import run_load_test, write_run
 
     load = "users" if config.mode is LoadMode.CLOSED else "rps"
@@ -152,9 +172,13 @@ def _run(config: LoadTestConfig, out_dir: Path) -> RunResult:
         f"step(s) of {levels} {load}, {config.total_duration_s:.0f} s in all.",
         highlight=False,
     )
-    run = run_load_test(config, out_dir, progress=_print_progress(len(config.steps), config.mode))
+    run = run_load_test(
+        config, out_dir, progress=_print_progress(len(config.steps), config.mode), cross_check=cross_check
+    )
     files = write_run(run, out_dir)
     out.print(steps_table(run))
+    if run.cross_check:
+        out.print(cross_check_table(run))
     out.print(f"run record: {files.run_json}")
     out.print(f"steps CSV:  {files.steps_csv}")
     if files.log:
@@ -212,6 +236,12 @@ def run(
     serve: Path | None = typer.Option(
         None, "--serve", help="Start tritonserver on free ports for this repository, test it, stop it."
     ),
+    cross_check: bool = typer.Option(
+        False,
+        "--cross-check",
+        help="Closed loop: run each level through Triton's perf_analyzer too and show its figures beside distil's "
+        "(install: bash scripts/install-perf-analyzer).",
+    ),
 ) -> None:
     """Apply step, constant or spike load headless; write run.json and steps.csv; optionally gate on an SLO."""
     criteria = _criteria(slo_ms, percentile, error_budget, ci)
@@ -236,7 +266,7 @@ def run(
             metrics_url=metrics_url or None,
             spawn_rate=spawn_rate,
         )
-        result = _run(config, out_dir)
+        result = _run(config, out_dir, cross_check)
     _finish(result, criteria, required_rps, ci)
 
 
