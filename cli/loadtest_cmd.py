@@ -360,6 +360,12 @@ def capacity(
     spare_replicas: int = typer.Option(1, help="Replicas above the peak need (one pod lost or rolling)."),
     metric: str = typer.Option("inferenceRate", help="HPA metric: inferenceRate, queueComputeRatio or cpu."),
     out_dir: Path | None = typer.Option(None, "--out", help="Folder for the files [default: next to RUN_JSON]."),
+    allow_lower_bound: bool = typer.Option(
+        False,
+        "--allow-lower-bound",
+        help="Write thresholds even when the capacity is only a lower bound (the heaviest step met the SLO, or "
+        "the client limited it); every file then says so.",
+    ),
 ) -> None:
     """Replica capacity → HPA settings: writes the Helm values overlay and the Prometheus/adapter rules."""
     from distil.loadtest.analysis.thresholds import (
@@ -380,6 +386,7 @@ def capacity(
         min_replicas=min_replicas,
         spare_replicas=spare_replicas,
         metric=_metric_type(metric, MetricType),
+        allow_lower_bound=allow_lower_bound,
     )
     found = find_capacity(run.steps, criteria)
     recommendation = recommend_hpa(run, found, hpa)
@@ -396,12 +403,15 @@ def capacity(
     table = Table(title=f"HPA for {recommendation.model}", title_justify="left", show_header=False)
     table.add_column("", style="bold")
     table.add_column("")
-    table.add_row("capacity", f"{recommendation.capacity_rps:.1f} rps per replica ({criteria.describe()})")
-    table.add_row("target", f"{recommendation.inference_rate_quantity} inferences/s per pod (× {headroom:g} headroom)")
+    at_least = "at least " if recommendation.lower_bound else ""
+    table.add_row("capacity", f"{at_least}{recommendation.capacity_rps:.1f} rps per replica ({criteria.describe()})")
+    table.add_row(
+        "target", f"{recommendation.target_inference_rate:.1f} inferences/s per pod (× {headroom:g} headroom)"
+    )
     table.add_row("replicas", f"min {recommendation.min_replicas}, max {recommendation.max_replicas}")
     table.add_row("metric", recommendation.metric.value)
-    ratio = recommendation.queue_compute_ratio_quantity
-    table.add_row("queue:compute", ratio if ratio is not None else "not measured")
+    ratio = recommendation.queue_compute_ratio
+    table.add_row("queue:compute", f"{ratio:.3f}" if ratio is not None else "not measured")
     table.add_row(
         "check",
         f"peak {peak_rps:g} rps / {recommendation.target_inference_rate:.1f} per pod = "
