@@ -27,6 +27,7 @@ from distil.loadtest.analysis.capacity import (
     find_capacity,
 )
 from distil.loadtest.analysis.cross_check import cross_check_rows
+from distil.loadtest.analysis.thresholds import MetricType
 from distil.loadtest.drive.protocol import Transport, default_port
 from distil.loadtest.drive.shapes import LoadTestConfig, Shape, build_steps, parse_levels
 from distil.loadtest.record.percentiles import Percentile
@@ -35,6 +36,7 @@ from distil.loadtest.record.schema import CLIENT_BOUND_CORES, LoadMode, RunResul
 app = typer.Typer(
     help="Load-test a running Triton server and turn the results into capacity and HPA settings.",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 GATE_FAILED = 3  # exit code when --ci finds the SLO or error budget missed (1: errors, 2: bad options)
@@ -339,14 +341,6 @@ def smoke(
     _finish(result, criteria, None, ci=True)
 
 
-def _metric_type(value: str, kind: Any) -> Any:
-    try:
-        return kind(value)
-    except ValueError:
-        choices = ", ".join(m.value for m in kind)
-        raise ConfigError(f"--metric {value!r} is unknown; choose one of {choices}.") from None
-
-
 @reports_errors
 def capacity(
     run_json: Path = typer.Argument(..., help="run.json written by `distil loadtest run`."),
@@ -358,7 +352,7 @@ def capacity(
     headroom: float = typer.Option(0.7, help="Fraction of one replica's capacity each pod may use."),
     min_replicas: int = typer.Option(2, help="Availability floor for minReplicas."),
     spare_replicas: int = typer.Option(1, help="Replicas above the peak need (one pod lost or rolling)."),
-    metric: str = typer.Option("inferenceRate", help="HPA metric: inferenceRate, queueComputeRatio or cpu."),
+    metric: MetricType = typer.Option(MetricType.INFERENCE_RATE, help="HPA metric the autoscaler scales on."),
     out_dir: Path | None = typer.Option(None, "--out", help="Folder for the files [default: next to RUN_JSON]."),
     allow_lower_bound: bool = typer.Option(
         False,
@@ -370,7 +364,6 @@ def capacity(
     """Replica capacity → HPA settings: writes the Helm values overlay and the Prometheus/adapter rules."""
     from distil.loadtest.analysis.thresholds import (
         HpaConfig,
-        MetricType,
         adapter_rules_yaml,
         recommend_hpa,
         recording_rules_yaml,
@@ -385,7 +378,7 @@ def capacity(
         headroom=headroom,
         min_replicas=min_replicas,
         spare_replicas=spare_replicas,
-        metric=_metric_type(metric, MetricType),
+        metric=metric,
         allow_lower_bound=allow_lower_bound,
     )
     found = find_capacity(run.steps, criteria)
