@@ -278,7 +278,8 @@ def _print_analysis(analysis: Analysis) -> None:
     table.add_column("", overflow="fold")
     capacity = analysis.capacity
     table.add_row("criteria", capacity.criteria.describe())
-    table.add_row("capacity", _fmt(capacity.capacity_rps, " rps") if capacity.found else "none under this SLO")
+    amount = ("at least " if capacity.is_lower_bound else "") + _fmt(capacity.capacity_rps, " rps")
+    table.add_row("capacity", amount if capacity.found else "none under this SLO")
     table.add_row("", capacity.message)
     table.add_row("knee", analysis.knee.message)
     table.add_row("saturation", analysis.saturation.message)
@@ -296,18 +297,33 @@ def analyze_cmd(
     error_budget: float = typer.Option(DEFAULT_ERROR_BUDGET, help="Largest acceptable error rate (0.001 = 0.1%)."),
     out_dir: Path | None = typer.Option(None, "--out", help="Report folder [default: next to RUN_JSON, report/]."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write report.md, report.html and PNG plots."),
+    baseline_rps: float | None = typer.Option(
+        None, help="Everyday traffic, requests/s: with --peak-rps, the report's HPA section is filled."
+    ),
+    peak_rps: float | None = typer.Option(None, help="Peak traffic, requests/s (with --baseline-rps)."),
+    allow_lower_bound: bool = typer.Option(
+        False, "--allow-lower-bound", help="Recommend HPA settings even from a lower-bound capacity (marked so)."
+    ),
 ) -> None:
-    """Capacity, knee and saturation of a recorded run; writes the report with plots."""
+    """Capacity, knee and saturation of a recorded run; writes the report with plots (and HPA settings)."""
+    from distil.loadtest.analysis.thresholds import HpaConfig, recommend_hpa
+
+    if (baseline_rps is None) != (peak_rps is None):
+        raise ConfigError("give both --baseline-rps and --peak-rps for an HPA recommendation, or neither.")
     run = load_run(run_json)
     result = analyze(run, CapacityCriteria(slo_ms=slo_ms, percentile=percentile, error_budget=error_budget))
     out.print(steps_table(run))
     _print_analysis(result)
+    recommendation = None
+    if baseline_rps is not None and peak_rps is not None:
+        hpa = HpaConfig(baseline_rps=baseline_rps, peak_rps=peak_rps, allow_lower_bound=allow_lower_bound)
+        recommendation = recommend_hpa(run, result.capacity, hpa)
     if report:
         from distil.loadtest.analysis.report import write_report
 
         target = out_dir or run_json.parent / "report"
         with stage("Writing the report"):
-            files = write_report(run, result, target)
+            files = write_report(run, result, target, recommendation)
         out.print(f"report:     {files.markdown}")
         out.print(f"            {files.html}")
         for path in files.plots.values():
@@ -392,6 +408,10 @@ def capacity(
     }
     for name, text in written.items():
         (target / name).write_text(text, encoding="utf-8")
+    from distil.loadtest.analysis.report import write_report
+
+    with stage("Writing the report"):
+        report = write_report(run, analyze(run, criteria), target / "report", recommendation)
 
     table = Table(title=f"HPA for {recommendation.model}", title_justify="left", show_header=False)
     table.add_column("", style="bold")
@@ -415,3 +435,4 @@ def capacity(
         err.print(f"note: {note}", highlight=False)
     for name in written:
         out.print(f"wrote: {target / name}")
+    out.print(f"wrote: {report.markdown} (with the HPA section)")
