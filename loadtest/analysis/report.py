@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from distil.loadtest.analysis.capacity import Analysis, in_load_order, judge_step, load_level
+from distil.loadtest.analysis.cross_check import CROSS_CHECK_COLUMNS, cross_check_rows
 from distil.loadtest.analysis.thresholds import (
     HpaRecommendation,
     adapter_rules_yaml,
@@ -199,6 +200,16 @@ def build_blocks(
     if not any(src.endswith(SERVER_PLOT) for src in plots.values()):
         blocks.append(Paragraph("No Triton /metrics were recorded, so there is no server-side plot."))
     blocks += [Heading(2, "Steps"), step_table(run, analysis)]
+    if run.cross_check:
+        blocks += [
+            Heading(2, "Cross-check with Triton's perf_analyzer"),
+            Paragraph(
+                "Each closed-loop level again through perf_analyzer (C++, native threads), same server, texts and "
+                "duration, after distil's run. Where the two agree, the Python client was not the limit; where "
+                "distil reports less, the client was (see the client CPU column above)."
+            ),
+            Table(CROSS_CHECK_COLUMNS, tuple(cross_check_rows(run))),
+        ]
     blocks.append(Heading(2, "HPA recommendation"))
     if recommendation is None:
         reason = (

@@ -105,3 +105,13 @@ def test_closed_loop_throughput_plot_is_drawn_against_users(noisy_run: RunResult
     markdown = files.markdown.read_text()
     assert "at least 972.5 rps" in markdown and "test heavier load" in markdown
     assert "pass --baseline-rps and --peak-rps" in markdown
+
+
+def test_report_puts_perf_analyzers_figures_beside_distils(noisy_run: RunResult, tmp_path: Path) -> None:
+    from distil.loadtest.record.schema import CrossCheckLevel, load_run, save_run
+
+    checked = dataclasses.replace(noisy_run, cross_check=(CrossCheckLevel(8, 1177.2, 6.0, 12.6, 17.2),))
+    assert load_run(save_run(checked, tmp_path / "run.json")) == checked
+    markdown = write_report(checked, analyze(checked, CapacityCriteria(slo_ms=50.0)), tmp_path).markdown.read_text()
+    assert "Cross-check with Triton's perf_analyzer" in markdown
+    assert "| 8 | 811.3 | 1177.2 | 0.69 | 8.9 / 12.6 / 16.8 ms | 6.0 / 12.6 / 17.2 ms |" in markdown
