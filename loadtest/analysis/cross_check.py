@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from distil.loadtest.record.schema import CrossCheckLevel, RunResult, StepResult
 
+# distil below this share of perf_analyzer's throughput at the same concurrency: the Python client, not
+# the server, limited the step (perf_analyzer's native threads got more out of the same server).
+CLIENT_LIMITED_RATIO = 0.90
+
 CROSS_CHECK_COLUMNS = (
     "users",
     "distil rps",
     "perf_analyzer rps",
     "ratio",
+    "verdict",
     "distil p50/p95/p99",
     "perf_analyzer p50/p95/p99",
 )
@@ -36,17 +41,18 @@ def pairs(run: RunResult) -> list[tuple[StepResult, CrossCheckLevel]]:
 
 
 def cross_check_rows(run: RunResult) -> list[tuple[str, ...]]:
-    """users, distil rps (with CLIENT-BOUND), perf_analyzer rps, ratio, then both latency triples."""
+    """users, both throughputs, their ratio, a verdict (client-limited or agree), then both latency triples."""
     rows: list[tuple[str, ...]] = []
     for step, level in pairs(run):
-        ratio = f"{step.achieved_rps / level.throughput_rps:.2f}" if level.throughput_rps else "-"
-        rps = f"{step.achieved_rps:.1f}" + (" CLIENT-BOUND" if step.client_bound else "")
+        share = step.achieved_rps / level.throughput_rps if level.throughput_rps else None
+        limited = step.client_bound or (share is not None and share < CLIENT_LIMITED_RATIO)
         rows.append(
             (
                 str(step.users),
-                rps,
+                f"{step.achieved_rps:.1f}",
                 f"{level.throughput_rps:.1f}",
-                ratio,
+                "-" if share is None else f"{share:.2f}",
+                "client-limited" if limited else "agree",
                 _latencies(step.latency.p50_ms, step.latency.p95_ms, step.latency.p99_ms),
                 _latencies(level.p50_ms, level.p95_ms, level.p99_ms),
             )

@@ -43,7 +43,8 @@ def _paired_run(server: TritonServer, out: Path) -> tuple[dict[str, float], dict
     result = CliRunner().invoke(
         app,
         [
-            "loadtest", "run", "--url", server.config.http_url, "--metrics-url", "",
+            # perf_analyzer's HTTP client sends binary tensors: compare like with like (JSON costs the server more).
+            "loadtest", "run", "--url", server.config.http_url, "--protocol", "http-binary", "--metrics-url", "",
             "--levels", "1", "--step-duration", "6", "--out", str(out), "--cross-check",
         ],
     )  # fmt: skip

@@ -114,4 +114,4 @@ def test_report_puts_perf_analyzers_figures_beside_distils(noisy_run: RunResult,
     assert load_run(save_run(checked, tmp_path / "run.json")) == checked
     markdown = write_report(checked, analyze(checked, CapacityCriteria(slo_ms=50.0)), tmp_path).markdown.read_text()
     assert "Cross-check with Triton's perf_analyzer" in markdown
-    assert "| 8 | 811.3 | 1177.2 | 0.69 | 8.9 / 12.6 / 16.8 ms | 6.0 / 12.6 / 17.2 ms |" in markdown
+    assert "| 8 | 811.3 | 1177.2 | 0.69 | client-limited | 8.9 / 12.6 / 16.8 ms | 6.0 / 12.6 / 17.2 ms |" in markdown
