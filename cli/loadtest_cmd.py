@@ -144,7 +144,7 @@ def _served(repository: Path | None) -> Iterator[tuple[str | None, str | None, s
 
 def _gate(run: RunResult, criteria: CapacityCriteria, required_rps: float | None) -> tuple[bool, str]:
     """With a required rps: the capacity gate; without: every step must meet the SLO and the error budget."""
-    capacity = find_capacity(run.steps, criteria)
+    capacity = find_capacity(run.steps, criteria, run.cross_check)
     if required_rps is not None:
         gate = capacity_gate(capacity, required_rps)
         return gate.passed, gate.message
@@ -397,7 +397,7 @@ def capacity(
         metric=metric,
         allow_lower_bound=allow_lower_bound,
     )
-    found = find_capacity(run.steps, criteria)
+    found = find_capacity(run.steps, criteria, run.cross_check)
     recommendation = recommend_hpa(run, found, hpa)
     target = out_dir or run_json.parent
     target.mkdir(parents=True, exist_ok=True)

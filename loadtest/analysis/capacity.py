@@ -14,8 +14,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from distil.errors import ConfigError, LoadTestError
+from distil.loadtest.analysis.cross_check import CLIENT_LIMITED_RATIO
 from distil.loadtest.record.percentiles import Percentile
-from distil.loadtest.record.schema import LoadMode, RunResult, StepResult
+from distil.loadtest.record.schema import CrossCheckLevel, LoadMode, RunResult, StepResult
 
 DEFAULT_ERROR_BUDGET = 0.001
 
@@ -201,8 +202,13 @@ def judge_step(step: StepResult, criteria: CapacityCriteria) -> StepVerdict:
     )
 
 
-def find_capacity(steps: Sequence[StepResult], criteria: CapacityCriteria) -> CapacityResult:
-    """Highest achieved rps among qualifying steps; a no-capacity result naming the closest step otherwise."""
+def find_capacity(
+    steps: Sequence[StepResult], criteria: CapacityCriteria, cross_check: Sequence[CrossCheckLevel] = ()
+) -> CapacityResult:
+    """Highest achieved rps among qualifying steps; a no-capacity result naming the closest step otherwise.
+
+    ``cross_check`` (perf_analyzer's levels, when the run has them) can show the client limited a step.
+    """
     if not steps:
         raise LoadTestError("The run has no steps, so there is nothing to analyse; rerun the load test.")
     ordered = in_load_order(steps)
@@ -234,7 +240,7 @@ def find_capacity(steps: Sequence[StepResult], criteria: CapacityCriteria) -> Ca
             f"requests; at least {needed} are needed for a stable {criteria.percentile.value}. "
             "Lengthen the steps."
         )
-    lower_bound = _lower_bound(best.step, ordered)
+    lower_bound = _lower_bound(best.step, ordered, cross_check)
     amount = f"at least {best.step.achieved_rps:.1f} rps" if lower_bound else f"{best.step.achieved_rps:.1f} rps"
     message = (
         f"Capacity of one replica: {amount} at step {best.step.index} "
@@ -256,9 +262,15 @@ def find_capacity(steps: Sequence[StepResult], criteria: CapacityCriteria) -> Ca
     )
 
 
-def _lower_bound(best: StepResult, ordered: Sequence[StepResult]) -> str | None:
+def _lower_bound(best: StepResult, ordered: Sequence[StepResult], cross_check: Sequence[CrossCheckLevel]) -> str | None:
     """Why the best qualifying step shows less than the replica's capacity, if it does."""
     reasons = []
+    level = next((c for c in cross_check if best.users is not None and c.concurrency == best.users), None)
+    if level is not None and level.throughput_rps and best.achieved_rps < CLIENT_LIMITED_RATIO * level.throughput_rps:
+        reasons.append(
+            f"perf_analyzer got {level.throughput_rps:.1f} rps from the server at {best.users} users, "
+            f"{level.throughput_rps / best.achieved_rps:.2f}× distil's, so the client limited that step"
+        )
     if load_level(best) >= load_level(ordered[-1]):
         reasons.append("the heaviest step tested still met the SLO, so the SLO was not reached: test heavier load")
     if best.client_bound:
@@ -465,7 +477,7 @@ def describe_saturation(steps: Sequence[StepResult], knee: Knee, percentile: Per
 def analyze(run: RunResult, criteria: CapacityCriteria, rule: KneeRule | None = None) -> Analysis:
     """Capacity, knee and saturation of ``run``; the knee watches the criteria's percentile by default."""
     rule = rule or KneeRule(percentile=criteria.percentile)
-    capacity = find_capacity(run.steps, criteria)
+    capacity = find_capacity(run.steps, criteria, run.cross_check)
     knee = find_knee(run.steps, rule)
     saturation = describe_saturation(run.steps, knee, rule.percentile)
     warnings = list(capacity.warnings)

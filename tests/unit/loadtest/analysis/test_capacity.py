@@ -337,3 +337,16 @@ def test_saturation_does_not_claim_load_only_queues_while_throughput_still_grows
     saturation = describe_saturation(noisy_run.steps, knee, rule.percentile)
     assert saturation.plateau_vs_knee is not None and saturation.plateau_vs_knee > 3
     assert "only waits in the queue" not in saturation.message
+
+
+def test_capacity_is_a_lower_bound_when_perf_analyzer_got_more_from_the_server(noisy_run: RunResult) -> None:
+    from distil.loadtest.record.schema import CrossCheckLevel
+
+    steps = list(noisy_run.steps)
+    steps[4] = dataclasses.replace(steps[4], latency=LatencyPercentiles(50, 60, 80, 90, 95))  # 16 users miss 50 ms
+    criteria = CapacityCriteria(slo_ms=50.0)
+    assert not find_capacity(steps, criteria).is_lower_bound  # 8 users, 811.3 rps, client CPU 0.71: no flag
+    checked = find_capacity(steps, criteria, (CrossCheckLevel(8, 1177.2, 6.0, 12.6, 17.2),))
+    assert checked.capacity_rps == pytest.approx(811.3)
+    assert checked.lower_bound is not None and "perf_analyzer got 1177.2 rps" in checked.lower_bound
+    assert find_capacity(steps, criteria, (CrossCheckLevel(8, 850.0, 6.0, 12.6, 17.2),)).lower_bound is None
