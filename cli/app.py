@@ -13,6 +13,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Rich would read `[default: ...]` and `[PATH]` in help strings as markup and drop them.
+    rich_markup_mode=None,
 )
 app.command("build-engines")(build_cmd.build_engines)
 app.command("serve")(serve_cmd.serve)

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from distil.cli.console import err, out, reports_errors
 from distil.errors import ConfigError
+from distil.loadtest.bench.tune import TunePercentile
 from distil.loadtest.record.percentiles import Percentile
 
 if TYPE_CHECKING:
@@ -113,7 +114,7 @@ def bench(
 def tune(
     repository: Path = typer.Option(..., "--repository", "-r", help="CPU repository written by build-engines."),
     slo_ms: float = typer.Option(..., help="Latency objective in ms."),
-    percentile: Percentile = typer.Option(Percentile.P99, help="Percentile the SLO applies to: p95 or p99."),
+    percentile: TunePercentile = typer.Option(TunePercentile.P99, help="Percentile the SLO applies to."),
     model: str = typer.Option("distilbert", help="Ensemble to tune (its classifier and the tokenizer)."),
     concurrency: int = typer.Option(16, help="Concurrent one-text requests while measuring each point."),
     duration: float = typer.Option(4.0, help="Seconds per point in the descent; halving rungs double it."),
@@ -144,7 +145,7 @@ def tune(
     config = TuneConfig(
         repository=repository,
         slo_ms=slo_ms,
-        percentile=percentile,
+        percentile=Percentile(percentile.value),
         model=model,
         concurrency=concurrency,
         duration_s=duration,

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
+from distil.build.engines import TensorRTMode
 from distil.build.model_source import DEFAULT_MODEL
 from distil.cli.console import err, out, quiet_libraries, reports_errors, stage
 from distil.errors import ConfigError
@@ -101,7 +102,12 @@ def precision_notes(report: PrecisionReport) -> list[str]:
 
 @reports_errors
 def build_engines(
-    output: Path = typer.Option(None, "--output", "-o", help="Folder for the Triton model repository (new or empty)."),
+    output: Path = typer.Option(
+        None,
+        "--output",
+        "-o",
+        help="Folder for the Triton model repository (new or empty). Required, except with --from-onnx.",
+    ),
     model: str = typer.Option(
         DEFAULT_MODEL,
         "--model",
@@ -131,7 +137,9 @@ def build_engines(
     serve_precision: str | None = typer.Option(
         None, help="Precision 'distilbert' serves [default: int8 if kept, else fp16 on gpu, else fp32]."
     ),
-    tensorrt: str = typer.Option("auto", help="gpu target: auto (plans if TensorRT and a GPU are here), on, off."),
+    tensorrt: TensorRTMode = typer.Option(
+        TensorRTMode.auto, help="gpu target: auto (plans if TensorRT and a GPU are here), on, off."
+    ),
     from_onnx: Path | None = typer.Option(
         None, help="Compile TensorRT plans for an existing --target gpu repository (on the GPU node)."
     ),
@@ -156,15 +164,11 @@ def build_engines(
 ) -> None:
     """Export MODEL to ONNX, check it against PyTorch, build precision variants, write a Triton repository."""
     from distil.build.accuracy import GateConfig
-    from distil.build.engines import TensorRTMode
     from distil.build.onnx_export import ExportConfig
     from distil.build.pipeline import BuildConfig, build_engines
     from distil.build.variants import Precision, PrecisionConfig
 
-    try:
-        mode = TensorRTMode(tensorrt)
-    except ValueError:
-        raise ConfigError(f"--tensorrt {tensorrt!r}: use auto, on or off.") from None
+    mode = tensorrt
     if from_onnx is not None:
         _compile_existing(from_onnx, output, workspace_mib)
         return

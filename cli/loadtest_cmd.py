@@ -26,6 +26,8 @@ from distil.loadtest.analysis.capacity import (
     capacity_gate,
     find_capacity,
 )
+from distil.loadtest.analysis.cross_check import cross_check_rows
+from distil.loadtest.analysis.thresholds import MetricType
 from distil.loadtest.drive.protocol import Transport, default_port
 from distil.loadtest.drive.shapes import LoadTestConfig, Shape, build_steps, parse_levels
 from distil.loadtest.record.percentiles import Percentile
@@ -34,6 +36,7 @@ from distil.loadtest.record.schema import CLIENT_BOUND_CORES, LoadMode, RunResul
 app = typer.Typer(
     help="Load-test a running Triton server and turn the results into capacity and HPA settings.",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 GATE_FAILED = 3  # exit code when --ci finds the SLO or error budget missed (1: errors, 2: bad options)
@@ -83,6 +86,25 @@ def steps_table(run: RunResult) -> Table:
     return table
 
 
+def cross_check_table(run: RunResult) -> Table:
+    """distil's figures beside perf_analyzer's at each concurrency, with their ratios."""
+    table = Table(
+        title="Cross-check with Triton's perf_analyzer (same server, texts and duration)", title_justify="left"
+    )
+    for column in (
+        "users",
+        "distil rps",
+        "perf_analyzer rps",
+        "ratio",
+        "distil p50/p95/p99",
+        "perf_analyzer p50/p95/p99",
+    ):
+        table.add_column(column, justify="right")
+    for row in cross_check_rows(run):
+        table.add_row(*row)
+    return table
+
+
 def _print_progress(total: int, mode: LoadMode) -> Any:
     def show(line: dict[str, Any]) -> None:
         level = line["level"]
@@ -122,7 +144,7 @@ def _served(repository: Path | None) -> Iterator[tuple[str | None, str | None, s
 
 def _gate(run: RunResult, criteria: CapacityCriteria, required_rps: float | None) -> tuple[bool, str]:
     """With a required rps: the capacity gate; without: every step must meet the SLO and the error budget."""
-    capacity = find_capacity(run.steps, criteria)
+    capacity = find_capacity(run.steps, criteria, run.cross_check)
     if required_rps is not None:
         gate = capacity_gate(capacity, required_rps)
         return gate.passed, gate.message
@@ -142,7 +164,7 @@ def _gate(run: RunResult, criteria: CapacityCriteria, required_rps: float | None
     return False, "FAIL: " + " | ".join(parts)
 
 
-def _run(config: LoadTestConfig, out_dir: Path) -> RunResult:
+def _run(config: LoadTestConfig, out_dir: Path, cross_check: bool = False) -> RunResult:
     from distil.loadtest.drive.runner import run_load_test, write_run
 
     load = "users" if config.mode is LoadMode.CLOSED else "rps"
@@ -152,9 +174,13 @@ def _run(config: LoadTestConfig, out_dir: Path) -> RunResult:
         f"step(s) of {levels} {load}, {config.total_duration_s:.0f} s in all.",
         highlight=False,
     )
-    run = run_load_test(config, out_dir, progress=_print_progress(len(config.steps), config.mode))
+    run = run_load_test(
+        config, out_dir, progress=_print_progress(len(config.steps), config.mode), cross_check=cross_check
+    )
     files = write_run(run, out_dir)
     out.print(steps_table(run))
+    if run.cross_check:
+        out.print(cross_check_table(run))
     out.print(f"run record: {files.run_json}")
     out.print(f"steps CSV:  {files.steps_csv}")
     if files.log:
@@ -212,6 +238,12 @@ def run(
     serve: Path | None = typer.Option(
         None, "--serve", help="Start tritonserver on free ports for this repository, test it, stop it."
     ),
+    cross_check: bool = typer.Option(
+        False,
+        "--cross-check",
+        help="Closed loop: run each level through Triton's perf_analyzer too and show its figures beside distil's "
+        "(install: bash scripts/install-perf-analyzer).",
+    ),
 ) -> None:
     """Apply step, constant or spike load headless; write run.json and steps.csv; optionally gate on an SLO."""
     criteria = _criteria(slo_ms, percentile, error_budget, ci)
@@ -236,7 +268,7 @@ def run(
             metrics_url=metrics_url or None,
             spawn_rate=spawn_rate,
         )
-        result = _run(config, out_dir)
+        result = _run(config, out_dir, cross_check)
     _finish(result, criteria, required_rps, ci)
 
 
@@ -246,7 +278,8 @@ def _print_analysis(analysis: Analysis) -> None:
     table.add_column("", overflow="fold")
     capacity = analysis.capacity
     table.add_row("criteria", capacity.criteria.describe())
-    table.add_row("capacity", _fmt(capacity.capacity_rps, " rps") if capacity.found else "none under this SLO")
+    amount = ("at least " if capacity.is_lower_bound else "") + _fmt(capacity.capacity_rps, " rps")
+    table.add_row("capacity", amount if capacity.found else "none under this SLO")
     table.add_row("", capacity.message)
     table.add_row("knee", analysis.knee.message)
     table.add_row("saturation", analysis.saturation.message)
@@ -264,18 +297,33 @@ def analyze_cmd(
     error_budget: float = typer.Option(DEFAULT_ERROR_BUDGET, help="Largest acceptable error rate (0.001 = 0.1%)."),
     out_dir: Path | None = typer.Option(None, "--out", help="Report folder [default: next to RUN_JSON, report/]."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write report.md, report.html and PNG plots."),
+    baseline_rps: float | None = typer.Option(
+        None, help="Everyday traffic, requests/s: with --peak-rps, the report's HPA section is filled."
+    ),
+    peak_rps: float | None = typer.Option(None, help="Peak traffic, requests/s (with --baseline-rps)."),
+    allow_lower_bound: bool = typer.Option(
+        False, "--allow-lower-bound", help="Recommend HPA settings even from a lower-bound capacity (marked so)."
+    ),
 ) -> None:
-    """Capacity, knee and saturation of a recorded run; writes the report with plots."""
+    """Capacity, knee and saturation of a recorded run; writes the report with plots (and HPA settings)."""
+    from distil.loadtest.analysis.thresholds import HpaConfig, recommend_hpa
+
+    if (baseline_rps is None) != (peak_rps is None):
+        raise ConfigError("give both --baseline-rps and --peak-rps for an HPA recommendation, or neither.")
     run = load_run(run_json)
     result = analyze(run, CapacityCriteria(slo_ms=slo_ms, percentile=percentile, error_budget=error_budget))
     out.print(steps_table(run))
     _print_analysis(result)
+    recommendation = None
+    if baseline_rps is not None and peak_rps is not None:
+        hpa = HpaConfig(baseline_rps=baseline_rps, peak_rps=peak_rps, allow_lower_bound=allow_lower_bound)
+        recommendation = recommend_hpa(run, result.capacity, hpa)
     if report:
         from distil.loadtest.analysis.report import write_report
 
         target = out_dir or run_json.parent / "report"
         with stage("Writing the report"):
-            files = write_report(run, result, target)
+            files = write_report(run, result, target, recommendation)
         out.print(f"report:     {files.markdown}")
         out.print(f"            {files.html}")
         for path in files.plots.values():
@@ -309,14 +357,6 @@ def smoke(
     _finish(result, criteria, None, ci=True)
 
 
-def _metric_type(value: str, kind: Any) -> Any:
-    try:
-        return kind(value)
-    except ValueError:
-        choices = ", ".join(m.value for m in kind)
-        raise ConfigError(f"--metric {value!r} is unknown; choose one of {choices}.") from None
-
-
 @reports_errors
 def capacity(
     run_json: Path = typer.Argument(..., help="run.json written by `distil loadtest run`."),
@@ -328,13 +368,18 @@ def capacity(
     headroom: float = typer.Option(0.7, help="Fraction of one replica's capacity each pod may use."),
     min_replicas: int = typer.Option(2, help="Availability floor for minReplicas."),
     spare_replicas: int = typer.Option(1, help="Replicas above the peak need (one pod lost or rolling)."),
-    metric: str = typer.Option("inferenceRate", help="HPA metric: inferenceRate, queueComputeRatio or cpu."),
+    metric: MetricType = typer.Option(MetricType.INFERENCE_RATE, help="HPA metric the autoscaler scales on."),
     out_dir: Path | None = typer.Option(None, "--out", help="Folder for the files [default: next to RUN_JSON]."),
+    allow_lower_bound: bool = typer.Option(
+        False,
+        "--allow-lower-bound",
+        help="Write thresholds even when the capacity is only a lower bound (the heaviest step met the SLO, or "
+        "the client limited it); every file then says so.",
+    ),
 ) -> None:
     """Replica capacity → HPA settings: writes the Helm values overlay and the Prometheus/adapter rules."""
     from distil.loadtest.analysis.thresholds import (
         HpaConfig,
-        MetricType,
         adapter_rules_yaml,
         recommend_hpa,
         recording_rules_yaml,
@@ -349,9 +394,10 @@ def capacity(
         headroom=headroom,
         min_replicas=min_replicas,
         spare_replicas=spare_replicas,
-        metric=_metric_type(metric, MetricType),
+        metric=metric,
+        allow_lower_bound=allow_lower_bound,
     )
-    found = find_capacity(run.steps, criteria)
+    found = find_capacity(run.steps, criteria, run.cross_check)
     recommendation = recommend_hpa(run, found, hpa)
     target = out_dir or run_json.parent
     target.mkdir(parents=True, exist_ok=True)
@@ -362,16 +408,23 @@ def capacity(
     }
     for name, text in written.items():
         (target / name).write_text(text, encoding="utf-8")
+    from distil.loadtest.analysis.report import write_report
+
+    with stage("Writing the report"):
+        report = write_report(run, analyze(run, criteria), target / "report", recommendation)
 
     table = Table(title=f"HPA for {recommendation.model}", title_justify="left", show_header=False)
     table.add_column("", style="bold")
     table.add_column("")
-    table.add_row("capacity", f"{recommendation.capacity_rps:.1f} rps per replica ({criteria.describe()})")
-    table.add_row("target", f"{recommendation.inference_rate_quantity} inferences/s per pod (× {headroom:g} headroom)")
+    at_least = "at least " if recommendation.lower_bound else ""
+    table.add_row("capacity", f"{at_least}{recommendation.capacity_rps:.1f} rps per replica ({criteria.describe()})")
+    table.add_row(
+        "target", f"{recommendation.target_inference_rate:.1f} inferences/s per pod (× {headroom:g} headroom)"
+    )
     table.add_row("replicas", f"min {recommendation.min_replicas}, max {recommendation.max_replicas}")
     table.add_row("metric", recommendation.metric.value)
-    ratio = recommendation.queue_compute_ratio_quantity
-    table.add_row("queue:compute", ratio if ratio is not None else "not measured")
+    ratio = recommendation.queue_compute_ratio
+    table.add_row("queue:compute", f"{ratio:.3f}" if ratio is not None else "not measured")
     table.add_row(
         "check",
         f"peak {peak_rps:g} rps / {recommendation.target_inference_rate:.1f} per pod = "
@@ -382,3 +435,4 @@ def capacity(
         err.print(f"note: {note}", highlight=False)
     for name in written:
         out.print(f"wrote: {target / name}")
+    out.print(f"wrote: {report.markdown} (with the HPA section)")

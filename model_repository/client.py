@@ -88,7 +88,9 @@ class Classifier:
             try:
                 config = self._client.get_model_config(POSTPROCESS)
             except Exception as exc:
-                raise InferenceError(f"cannot read the label names from {self._url}: {_message(exc)}") from exc
+                raise InferenceError(
+                    f"cannot read the label names from {self._url}: {_message(exc)}{_next_step(exc)}"
+                ) from exc
             if self.protocol is Protocol.grpc:
                 raw = config.config.parameters["labels"].string_value
             else:
@@ -108,7 +110,9 @@ class Classifier:
             else:
                 result = self._client.infer(self.model, [infer_input], outputs=outputs)
         except Exception as exc:
-            raise InferenceError(f"inference on {self.model!r} at {self._url} failed: {_message(exc)}") from exc
+            raise InferenceError(
+                f"inference on {self.model!r} at {self._url} failed: {_message(exc)}{_next_step(exc)}"
+            ) from exc
         return {name: result.as_numpy(name) for name in (LABEL, PROBABILITIES, LOGITS, TRUNCATED)}
 
     def classify(self, texts: Sequence[str]) -> list[Prediction]:
@@ -136,3 +140,16 @@ def _message(exc: Exception) -> str:
     message = getattr(exc, "message", None)
     text = message() if callable(message) else str(exc)
     return str(text).strip() or type(exc).__name__
+
+
+_UNREACHABLE = ("connection refused", "failed to connect", "unavailable", "name or service not known", "timed out")
+
+
+def _next_step(exc: Exception) -> str:
+    """What to do when no server answered at all (the other failures carry the server's own message)."""
+    if isinstance(exc, OSError) or any(marker in _message(exc).lower() for marker in _UNREACHABLE):
+        return (
+            " — is a server running there? Start one with `distil serve --repository DIR`, "
+            "or point --url (and --protocol) at a running one."
+        )
+    return ""

@@ -145,15 +145,21 @@ def load_yaml(path: Path, target: Target) -> RepositoryConfig:
             continue
         if key not in BATCHED_MODELS:
             raise ConfigError(f"{path}: unknown key {key!r}; use {list(BATCHED_MODELS)} or *_op_threads.")
-        if not isinstance(value, dict) or set(value) - allowed:
-            raise ConfigError(f"{path}: {key} takes a mapping with keys among {sorted(allowed)}.")
-        settings = dict(value)
-        if "preferred_batch_sizes" in settings:
-            settings["preferred_batch_sizes"] = tuple(settings["preferred_batch_sizes"])
-        try:
-            batching[key] = replace(batching[key], **settings)
-        except TypeError as exc:
-            raise ConfigError(f"{path}: {key}: {exc}") from exc
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: {key} takes a mapping with keys among {sorted(allowed)}, got {value!r}.")
+        unknown = sorted(str(name) for name in set(value) - allowed)
+        if unknown:
+            raise ConfigError(f"{path}: {key}: unknown key(s) {unknown}; use keys among {sorted(allowed)}.")
+        settings: dict[str, Any] = {}
+        for name, setting in value.items():
+            where = f"{path}: {key}.{name}"
+            if name == "preferred_batch_sizes":
+                if not isinstance(setting, list):
+                    raise ConfigError(f"{where} must be a list of integers (e.g. [8, 16]), got {setting!r}.")
+                settings[name] = tuple(_as_int(size, where) for size in setting)
+            else:
+                settings[name] = _as_int(setting, where)
+        batching[key] = replace(batching[key], **settings)
     return RepositoryConfig(target=target, batching=batching, **threads)
 
 

@@ -14,8 +14,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from distil.errors import ConfigError, LoadTestError
+from distil.loadtest.analysis.cross_check import CLIENT_LIMITED_RATIO
 from distil.loadtest.record.percentiles import Percentile
-from distil.loadtest.record.schema import LoadMode, RunResult, StepResult
+from distil.loadtest.record.schema import CrossCheckLevel, LoadMode, RunResult, StepResult
 
 DEFAULT_ERROR_BUDGET = 0.001
 
@@ -86,10 +87,17 @@ class CapacityResult:
     verdicts: tuple[StepVerdict, ...]
     message: str
     warnings: tuple[str, ...] = ()
+    # Why ``capacity_rps`` is only a lower bound (the SLO was never reached, or the client limited the
+    # step), None when the run shows the replica's limit.
+    lower_bound: str | None = None
 
     @property
     def found(self) -> bool:
         return self.capacity_rps is not None
+
+    @property
+    def is_lower_bound(self) -> bool:
+        return self.lower_bound is not None
 
 
 @dataclass(frozen=True)
@@ -194,8 +202,13 @@ def judge_step(step: StepResult, criteria: CapacityCriteria) -> StepVerdict:
     )
 
 
-def find_capacity(steps: Sequence[StepResult], criteria: CapacityCriteria) -> CapacityResult:
-    """Highest achieved rps among qualifying steps; a no-capacity result naming the closest step otherwise."""
+def find_capacity(
+    steps: Sequence[StepResult], criteria: CapacityCriteria, cross_check: Sequence[CrossCheckLevel] = ()
+) -> CapacityResult:
+    """Highest achieved rps among qualifying steps; a no-capacity result naming the closest step otherwise.
+
+    ``cross_check`` (perf_analyzer's levels, when the run has them) can show the client limited a step.
+    """
     if not steps:
         raise LoadTestError("The run has no steps, so there is nothing to analyse; rerun the load test.")
     ordered = in_load_order(steps)
@@ -227,12 +240,16 @@ def find_capacity(steps: Sequence[StepResult], criteria: CapacityCriteria) -> Ca
             f"requests; at least {needed} are needed for a stable {criteria.percentile.value}. "
             "Lengthen the steps."
         )
+    lower_bound = _lower_bound(best.step, ordered, cross_check)
+    amount = f"at least {best.step.achieved_rps:.1f} rps" if lower_bound else f"{best.step.achieved_rps:.1f} rps"
     message = (
-        f"Capacity of one replica: {best.step.achieved_rps:.1f} rps at step {best.step.index} "
+        f"Capacity of one replica: {amount} at step {best.step.index} "
         f"({best.step.load_label}): {criteria.percentile.value} {best.latency_ms:.1f} ms "
         f"≤ {criteria.slo_ms:g} ms, "
         f"error rate {best.step.error_rate:.2%} ≤ {criteria.error_budget:.2%}."
     )
+    if lower_bound:
+        message += f" This is a lower bound: {lower_bound}."
     return CapacityResult(
         criteria=criteria,
         capacity_rps=best.step.achieved_rps,
@@ -241,7 +258,27 @@ def find_capacity(steps: Sequence[StepResult], criteria: CapacityCriteria) -> Ca
         verdicts=verdicts,
         message=message,
         warnings=tuple(warnings),
+        lower_bound=lower_bound,
     )
+
+
+def _lower_bound(best: StepResult, ordered: Sequence[StepResult], cross_check: Sequence[CrossCheckLevel]) -> str | None:
+    """Why the best qualifying step shows less than the replica's capacity, if it does."""
+    reasons = []
+    level = next((c for c in cross_check if best.users is not None and c.concurrency == best.users), None)
+    if level is not None and level.throughput_rps and best.achieved_rps < CLIENT_LIMITED_RATIO * level.throughput_rps:
+        reasons.append(
+            f"perf_analyzer got {level.throughput_rps:.1f} rps from the server at {best.users} users, "
+            f"{level.throughput_rps / best.achieved_rps:.2f}× distil's, so the client limited that step"
+        )
+    if load_level(best) >= load_level(ordered[-1]):
+        reasons.append("the heaviest step tested still met the SLO, so the SLO was not reached: test heavier load")
+    if best.client_bound:
+        reasons.append(
+            f"the load generator used {best.client_cpu:.2f} cores at that step, so it, not the server, may have "
+            "limited it: rerun with the client on other cores, or cross-check with --cross-check"
+        )
+    return "; and ".join(reasons) or None
 
 
 def _no_capacity_message(closest: StepVerdict, verdicts: Sequence[StepVerdict], criteria: CapacityCriteria) -> str:
@@ -291,57 +328,95 @@ def _no_capacity_message(closest: StepVerdict, verdicts: Sequence[StepVerdict], 
     )
 
 
+def _gain(lighter: StepResult, heavier: StepResult) -> float | None:
+    """Relative throughput growth per relative load growth from ``lighter`` to ``heavier`` (None: undefined)."""
+    load_growth = load_level(heavier) / load_level(lighter) - 1 if load_level(lighter) > 0 else math.inf
+    if load_growth <= 0 or not math.isfinite(load_growth) or lighter.achieved_rps <= 0:
+        return None
+    return (heavier.achieved_rps / lighter.achieved_rps - 1) / load_growth
+
+
+def _growth(lighter: StepResult, heavier: StepResult, percentile: Percentile) -> float | None:
+    before, after = lighter.latency.get(percentile), heavier.latency.get(percentile)
+    if before is None or before <= 0:
+        return None
+    return math.inf if after is None else after / before
+
+
+def _holds(reason: str, lighter: StepResult, heavier: StepResult, rule: KneeRule) -> bool:
+    """Whether the knee rule's ``reason`` ("throughput" or "latency") holds from ``lighter`` to ``heavier``."""
+    if reason == "throughput":
+        gain = _gain(lighter, heavier)
+        return gain is None or gain < rule.min_throughput_gain
+    growth = _growth(lighter, heavier, rule.percentile)
+    return growth is None or growth >= rule.max_latency_growth
+
+
 def find_knee(steps: Sequence[StepResult], rule: KneeRule | None = None) -> Knee:
-    """The knee by :class:`KneeRule`; ``Knee.step`` is None when the tested range shows none."""
+    """The knee by :class:`KneeRule`, confirmed by every heavier step; ``Knee.step`` is None when there is none.
+
+    One noisy step must not decide it: a step k whose next step trips the rule is the knee only if
+    the rule holds from k to *every* heavier step (throughput never again grew in proportion to
+    load, latency never came back below the growth limit). A trip that later steps contradict is
+    named in the message as a noisy step and passed over.
+    """
     rule = rule or KneeRule()
     ordered = in_load_order(steps)
     percentile = rule.percentile.value
     if len(ordered) < 2:
         return Knee(None, None, None, None, (), "A knee needs at least two load steps; this run has fewer.")
-    previous = ordered[0]
-    for current in ordered[1:]:
-        load_growth = load_level(current) / load_level(previous) - 1 if load_level(previous) > 0 else math.inf
-        if load_growth <= 0 or not math.isfinite(load_growth):
+    passed_over: list[str] = []
+    for position, previous in enumerate(ordered[:-1]):
+        heavier = [s for s in ordered[position + 1 :] if load_level(s) > load_level(previous)]
+        if not heavier:
             continue  # a repeated load level tells nothing about growth
-        gain = None
-        if previous.achieved_rps > 0:
-            gain = (current.achieved_rps / previous.achieved_rps - 1) / load_growth
-        before, after = previous.latency.get(rule.percentile), current.latency.get(rule.percentile)
-        growth: float | None = None
-        if before is not None and before > 0:
-            growth = math.inf if after is None else after / before
+        current = heavier[0]
+        gain, growth = _gain(previous, current), _growth(previous, current, rule.percentile)
         reasons: list[str] = []
         if gain is not None and gain < rule.min_throughput_gain:
             reasons.append("throughput")
         if growth is not None and growth >= rule.max_latency_growth:
             reasons.append("latency")
-        if reasons:
-            parts = []
-            if gain is not None:
-                parts.append(f"the throughput gain was {gain:.2f} (1 = growing in proportion to load)")
-            if growth is not None:
-                parts.append(f"{percentile} grew {growth:.2f}×")
-            message = (
-                f"Knee at step {previous.index} ({previous.load_label}, "
-                f"{previous.achieved_rps:.1f} rps achieved, {percentile} {_ms(before)}): going to step "
-                f"{current.index} ({current.load_label}) {' and '.join(parts)} "
-                f"(rule: gain < {rule.min_throughput_gain:g} or latency growth ≥ "
-                f"{rule.max_latency_growth:g}×)."
+        if not reasons:
+            continue
+        confirmed = [reason for reason in reasons if all(_holds(reason, previous, s, rule) for s in heavier)]
+        if not confirmed:
+            passed_over.append(
+                f"step {current.index} ({current.load_label}, {current.achieved_rps:.1f} rps) tripped the rule after "
+                f"step {previous.index} but heavier steps did not confirm it, so it was taken as noise"
             )
-            return Knee(previous, current, gain, growth, tuple(reasons), message)
-        previous = current
+            continue
+        parts = []
+        if gain is not None:
+            parts.append(f"the throughput gain was {gain:.2f} (1 = growing in proportion to load)")
+        if growth is not None:
+            parts.append(f"{percentile} grew {growth:.2f}×")
+        evidence = (
+            f"Every heavier step confirms it ({_join([s.index for s in heavier])}: best "
+            f"{max(s.achieved_rps for s in heavier):.1f} rps)."
+            if len(heavier) > 1
+            else "Only one heavier step was measured, so one step decides it: add heavier steps to confirm."
+        )
+        message = (
+            f"Knee at step {previous.index} ({previous.load_label}, "
+            f"{previous.achieved_rps:.1f} rps achieved, {percentile} {_ms(previous.latency.get(rule.percentile))}): "
+            f"going to step {current.index} ({current.load_label}) {' and '.join(parts)} "
+            f"(rule: gain < {rule.min_throughput_gain:g} or latency growth ≥ "
+            f"{rule.max_latency_growth:g}×). {evidence}"
+        )
+        if passed_over:
+            message += " Passed over: " + "; ".join(passed_over) + "."
+        return Knee(previous, current, gain, growth, tuple(confirmed), message)
     last = ordered[-1]
-    return Knee(
-        None,
-        None,
-        None,
-        None,
-        (),
+    message = (
         f"No knee in the tested range: up to step {last.index} ({last.load_label}, "
         f"{last.achieved_rps:.1f} rps) throughput kept growing with load and {percentile} never grew "
         f"{rule.max_latency_growth:g}× between steps. Extend the run to heavier load to find where one "
-        "replica saturates.",
+        "replica saturates."
     )
+    if passed_over:
+        message += " Passed over: " + "; ".join(passed_over) + "."
+    return Knee(None, None, None, None, (), message)
 
 
 def describe_saturation(steps: Sequence[StepResult], knee: Knee, percentile: Percentile = Percentile.P95) -> Saturation:
@@ -383,8 +458,10 @@ def describe_saturation(steps: Sequence[StepResult], knee: Knee, percentile: Per
         )
     if errors:
         sentences.append(f"Error rate peaks at {max_error_rate:.2%} ({_error_kinds(errors)}).")
-    else:
+    elif plateau_vs_knee is not None and plateau_vs_knee <= 1.1:
         sentences.append("No errors above the knee: extra load only waits in the queue.")
+    else:
+        sentences.append("No errors above the knee.")
     return Saturation(
         steps=above,
         plateau_rps=plateau,
@@ -400,7 +477,7 @@ def describe_saturation(steps: Sequence[StepResult], knee: Knee, percentile: Per
 def analyze(run: RunResult, criteria: CapacityCriteria, rule: KneeRule | None = None) -> Analysis:
     """Capacity, knee and saturation of ``run``; the knee watches the criteria's percentile by default."""
     rule = rule or KneeRule(percentile=criteria.percentile)
-    capacity = find_capacity(run.steps, criteria)
+    capacity = find_capacity(run.steps, criteria, run.cross_check)
     knee = find_knee(run.steps, rule)
     saturation = describe_saturation(run.steps, knee, rule.percentile)
     warnings = list(capacity.warnings)

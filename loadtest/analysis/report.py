@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from distil.loadtest.analysis.capacity import Analysis, in_load_order, judge_step
+from distil.loadtest.analysis.capacity import Analysis, in_load_order, judge_step, load_level
+from distil.loadtest.analysis.cross_check import CROSS_CHECK_COLUMNS, cross_check_rows
 from distil.loadtest.analysis.thresholds import (
     HpaRecommendation,
     adapter_rules_yaml,
@@ -22,7 +23,8 @@ from distil.loadtest.analysis.thresholds import (
     values_overlay_yaml,
 )
 from distil.loadtest.record.percentiles import Percentile
-from distil.loadtest.record.schema import RunResult
+from distil.loadtest.record.schema import LoadMode, RunResult, StepResult
+from distil.model_repository.config import CLASSIFIER
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -95,9 +97,29 @@ def fmt_ratio(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f}"
 
 
+def batching_model(run: RunResult) -> str | None:
+    """The model whose batching the report shows: the classifier the ensemble runs (the ensemble itself
+    never batches or queues: its avg batch is 1 and its queue time 0), else the run's model."""
+    counts: dict[str, float] = {}
+    for step in run.steps:
+        for name, metrics in step.server.items():
+            if name == CLASSIFIER or name.startswith(CLASSIFIER + "_"):
+                counts[name] = counts.get(name, 0.0) + metrics.inference_count
+    if counts:
+        return max(counts, key=lambda name: counts[name])
+    return run.model if any(run.model in step.server for step in run.steps) else None
+
+
+def _client(step: StepResult) -> str:
+    if step.client_cpu is None:
+        return "–"
+    return f"{step.client_cpu:.2f}" + (" CLIENT-BOUND" if step.client_bound else "")
+
+
 def step_table(run: RunResult, analysis: Analysis) -> Table:
-    """The per-step table, in load order, with SLO verdicts and the run model's server view."""
+    """The per-step table, in load order, with SLO verdicts, the client's CPU and the classifier's batching."""
     criteria = analysis.capacity.criteria
+    model = batching_model(run) or run.model
     headers = [
         "Step",
         "Load",
@@ -107,15 +129,18 @@ def step_table(run: RunResult, analysis: Analysis) -> Table:
         "Errors",
         "Error rate",
         *(f"{p.value} ms" for p in Percentile),
+        "max ms",
+        "Late",
+        "Client CPU (cores)",
         "Meets SLO",
-        f"{run.model} avg batch",
-        f"{run.model} queue:compute",
+        f"{model} avg batch",
+        f"{model} queue:compute",
     ]
     rows = []
     for step in in_load_order(run.steps):
         verdict = judge_step(step, criteria)
         misses = [name for name, ok in (("latency", verdict.meets_latency), ("errors", verdict.meets_errors)) if not ok]
-        server = step.server.get(run.model)
+        server = step.server.get(model)
         rows.append(
             (
                 str(step.index),
@@ -126,6 +151,9 @@ def step_table(run: RunResult, analysis: Analysis) -> Table:
                 str(step.error_count),
                 fmt_rate(step.error_rate),
                 *(fmt_ms(step.latency.get(p)) for p in Percentile),
+                fmt_ms(step.latency.max_ms),
+                str(step.late),
+                _client(step),
                 "yes" if not misses else "no (" + ", ".join(misses) + ")",
                 fmt_ratio(None if server is None else server.avg_batch_size),
                 fmt_ratio(None if server is None else server.queue_compute_ratio),
@@ -172,9 +200,24 @@ def build_blocks(
     if not any(src.endswith(SERVER_PLOT) for src in plots.values()):
         blocks.append(Paragraph("No Triton /metrics were recorded, so there is no server-side plot."))
     blocks += [Heading(2, "Steps"), step_table(run, analysis)]
+    if run.cross_check:
+        blocks += [
+            Heading(2, "Cross-check with Triton's perf_analyzer"),
+            Paragraph(
+                "Each closed-loop level again through perf_analyzer (C++, native threads), same server, texts and "
+                "duration, after distil's run. Where the two agree, the Python client was not the limit; where "
+                "distil reports less, the client was (see the client CPU column above)."
+            ),
+            Table(CROSS_CHECK_COLUMNS, tuple(cross_check_rows(run))),
+        ]
     blocks.append(Heading(2, "HPA recommendation"))
     if recommendation is None:
-        reason = capacity.message if not capacity.found else "No traffic expectations were given."
+        reason = (
+            capacity.message
+            if not capacity.found
+            else "No traffic expectations were given: pass --baseline-rps and --peak-rps to `distil loadtest "
+            "analyze`, or run `distil capacity`, which writes this report with its recommendation."
+        )
         blocks.append(Paragraph(f"No recommendation. {reason}"))
         return blocks
     r = recommendation
@@ -275,7 +318,7 @@ def _figure() -> Figure:
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(8, 5), layout="constrained")
+    return Figure(figsize=(9, 5), layout="constrained")
 
 
 def plot_latency_vs_throughput(run: RunResult, analysis: Analysis, path: Path) -> Path:
@@ -323,24 +366,42 @@ def plot_latency_vs_throughput(run: RunResult, analysis: Analysis, path: Path) -
     axes.set_ylabel("latency (ms)")
     axes.set_title(f"{run.model}: latency vs throughput")
     axes.grid(True, alpha=0.3)
-    axes.legend()
+    # Outside the axes: inside, the legend covers the top percentile lines it names.
+    axes.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small")
     return _save(figure, path)
 
 
 def plot_throughput_vs_offered(run: RunResult, analysis: Analysis, path: Path) -> Path:
-    """Achieved against offered throughput, with the ideal line, the knee and the capacity."""
+    """Achieved throughput against the load applied, with the line of perfect scaling, the knee and the capacity.
+
+    Open loop: against the offered rate, ideal = offered. Closed loop: a step's offered rate is its own
+    throughput (each user waits for its answer), so that plot would be a diagonal whatever happened;
+    throughput is drawn against users instead, ideal = the lightest step's throughput per user × users.
+    """
     figure = _figure()
     axes = figure.add_subplot()
     steps = in_load_order(run.steps)
-    offered = [s.offered_rps for s in steps]
+    closed = steps[0].mode is LoadMode.CLOSED
+    loads = [load_level(s) if closed else s.offered_rps for s in steps]
     achieved = [s.achieved_rps for s in steps]
-    axes.plot(offered, achieved, marker="o", label="achieved")
-    top = max([*offered, *achieved, 1.0])
-    axes.plot([0, top], [0, top], color="grey", linestyle="--", label="achieved = offered")
+    axes.plot(loads, achieved, marker="o", label="achieved")
+    bound = [(x, y) for x, y, s in zip(loads, achieved, steps, strict=True) if s.client_bound]
+    if bound:
+        axes.scatter(
+            [x for x, _ in bound], [y for _, y in bound], marker="x", s=120, color="red", zorder=6,
+            label="client-bound step",
+        )  # fmt: skip
+    if closed:
+        per_user = achieved[0] / loads[0] if loads[0] else 0.0
+        top = max(loads)
+        axes.plot([0, top], [0, per_user * top], color="grey", linestyle="--", label="perfect scaling from 1st step")
+    else:
+        top = max([*loads, *achieved, 1.0])
+        axes.plot([0, top], [0, top], color="grey", linestyle="--", label="achieved = offered")
     knee = analysis.knee.step
     if knee is not None:
         axes.scatter(
-            [knee.offered_rps],
+            [load_level(knee) if closed else knee.offered_rps],
             [knee.achieved_rps],
             s=250,
             facecolors="none",
@@ -350,17 +411,18 @@ def plot_throughput_vs_offered(run: RunResult, analysis: Analysis, path: Path) -
             label=f"knee (step {knee.index})",
         )
     if analysis.capacity.capacity_rps is not None:
+        bound_note = " (lower bound)" if analysis.capacity.is_lower_bound else ""
         axes.axhline(
             analysis.capacity.capacity_rps,
             color="green",
             linestyle=":",
-            label=f"capacity {analysis.capacity.capacity_rps:.1f} rps",
+            label=f"capacity {analysis.capacity.capacity_rps:.1f} rps{bound_note}",
         )
-    axes.set_xlabel("offered load (requests/s)")
+    axes.set_xlabel("concurrent users" if closed else "offered load (requests/s)")
     axes.set_ylabel("achieved throughput (successful requests/s)")
-    axes.set_title(f"{run.model}: throughput vs offered load")
+    axes.set_title(f"{run.model}: throughput vs {'users' if closed else 'offered load'}")
     axes.grid(True, alpha=0.3)
-    axes.legend()
+    axes.legend(loc="upper left", fontsize="small")
     return _save(figure, path)
 
 
@@ -374,6 +436,9 @@ def plot_server_times(run: RunResult, path: Path) -> Path | None:
     """
     steps = in_load_order(run.steps)
     models = sorted({model for s in steps for model in s.server})
+    # The ensemble only schedules its steps: its queue time is ~0 and would stretch a log axis to 1e-3.
+    composing = [model for model in models if model != run.model]
+    models = composing or models
     if not models:
         return None
     figure = _figure()
@@ -399,9 +464,9 @@ def plot_server_times(run: RunResult, path: Path) -> Path | None:
     _log_scale_if_wide(axes, plotted)
     axes.set_xlabel("offered load (requests/s)")
     axes.set_ylabel("mean time per request (ms)")
-    axes.set_title("Triton: queue vs compute time per model")
+    axes.set_title(f"Triton: queue vs compute time per {'composing ' if composing else ''}model")
     axes.grid(True, alpha=0.3)
-    axes.legend()
+    axes.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small")
     return _save(figure, path)
 
 

@@ -58,6 +58,9 @@ class HpaConfig:
     spare_replicas: int = 1
     metric: MetricType = MetricType.INFERENCE_RATE
     cpu_target_utilization: int = 70
+    # A capacity that is only a lower bound (see CapacityResult.lower_bound) is refused unless allowed;
+    # allowed, every output says so.
+    allow_lower_bound: bool = False
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.headroom) and 0 < self.headroom <= 1):
@@ -108,6 +111,7 @@ class HpaRecommendation:
     peak_rps: float
     source: str
     notes: tuple[str, ...] = ()
+    lower_bound: str | None = None  # why the capacity is only a lower bound, when it is
 
     @property
     def inference_rate_quantity(self) -> str:
@@ -155,10 +159,21 @@ def recommend_hpa(run: RunResult, capacity: CapacityResult, config: HpaConfig) -
     """HPA settings from a run's capacity. LoadTestError when there is no capacity under the SLO."""
     if capacity.capacity_rps is None:
         raise LoadTestError(capacity.message)
+    if capacity.lower_bound and not config.allow_lower_bound:
+        raise LoadTestError(
+            f"The capacity ({capacity.capacity_rps:.1f} rps) is only a lower bound: {capacity.lower_bound}. HPA "
+            "thresholds built on it would scale out too early and over-provision. Rerun with heavier load, or "
+            "pass --allow-lower-bound to write thresholds marked as built on a lower bound."
+        )
     _check_model_name(run.model)
     minimum, maximum = replica_bounds(capacity.capacity_rps, config)
     target_rate = capacity.capacity_rps * config.headroom
     notes: list[str] = []
+    if capacity.lower_bound:
+        notes.append(
+            f"LOWER BOUND: the capacity is at least {capacity.capacity_rps:.1f} rps ({capacity.lower_bound}); "
+            "the thresholds below scale out earlier than the replica needs."
+        )
     ratio: float | None = None
     ratio_step: int | None = None
     step = nearest_step(run.steps, target_rate)
@@ -207,6 +222,7 @@ def recommend_hpa(run: RunResult, capacity: CapacityResult, config: HpaConfig) -
         peak_rps=config.peak_rps,
         source=f"loadtest run {run.started_at}",
         notes=tuple(notes),
+        lower_bound=capacity.lower_bound,
     )
 
 
@@ -253,6 +269,11 @@ def values_overlay_yaml(recommendation: HpaRecommendation) -> str:
         f"{recommendation.capacity_rps:.1f} rps at {recommendation.percentile.value} ≤ "
         f"{recommendation.slo_ms:g} ms.\n# Regenerate with `distil capacity` rather than editing.\n"
     )
+    if recommendation.lower_bound:
+        header += (
+            f"# LOWER BOUND: one replica carries AT LEAST {recommendation.capacity_rps:.1f} rps "
+            f"({recommendation.lower_bound}).\n# These thresholds scale out earlier than needed; rerun heavier.\n"
+        )
     return header + _dump(values_overlay(recommendation))
 
 

@@ -24,6 +24,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,13 @@ class SearchSpace:
         return TunePoint(**values)
 
 
+class TunePercentile(str, Enum):
+    """The percentiles a tune trial measures (its short windows are too few requests for p99.9)."""
+
+    P95 = "p95"
+    P99 = "p99"
+
+
 @dataclass(frozen=True)
 class TuneConfig:
     repository: Path
@@ -120,7 +128,7 @@ class TuneConfig:
     def __post_init__(self) -> None:
         if self.slo_ms <= 0:
             raise ConfigError("--slo-ms must be positive.")
-        if self.percentile not in (Percentile.P95, Percentile.P99):
+        if self.percentile.value not in {p.value for p in TunePercentile}:
             raise ConfigError("tune measures p95 and p99; choose --percentile p95 or p99.")
         if self.concurrency < 1 or self.duration_s <= 0 or self.max_rounds < 1 or self.top_k < 1:
             raise ConfigError("--concurrency, --duration, --max-rounds and --top-k must be positive.")

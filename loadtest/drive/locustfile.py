@@ -60,10 +60,11 @@ if os.environ.get(PLAN_ENV):
                 self.ends.append(total)
 
         def _report(self, wait: bool = False) -> None:
-            """Print the line of each ended step once its last request is answered, so the line equals the final table.
+            """Print each ended step's line once its last request is answered: the line equals the final table.
 
-            A step's requests still in flight when it ends are answered during the next step; its line waits
-            for them (at every tick), unless ``wait`` is False and the run is over.
+            A step's requests still in flight when it ends are answered during the next step, so its line
+            waits for them (checked at every tick). With ``wait`` (the run is over and drained) every ended
+            step is printed.
             """
             for step in RECORDER.steps[self.reported :]:
                 if step.end_s is None or (step.sent > step.completed and not wait):

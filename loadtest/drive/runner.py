@@ -25,6 +25,7 @@ from typing import IO, Any
 
 from distil import machine
 from distil.errors import LoadTestError
+from distil.loadtest.drive import perf_analyzer
 from distil.loadtest.drive.corpus import TextSampler, read_corpus
 from distil.loadtest.drive.open_loop import open_loop_pool, run_open_step
 from distil.loadtest.drive.protocol import RequestError, Transport, default_port, make_requester, parse_target
@@ -79,8 +80,14 @@ def check_server(config: LoadTestConfig) -> None:
         requester.close()
 
 
-def run_load_test(config: LoadTestConfig, work_dir: Path, progress: Progress | None = None) -> RunResult:
-    """Apply ``config``'s steps to the server and return the recorded run (``work_dir`` receives logs)."""
+def run_load_test(
+    config: LoadTestConfig, work_dir: Path, progress: Progress | None = None, cross_check: bool = False
+) -> RunResult:
+    """Apply ``config``'s steps to the server and return the recorded run (``work_dir`` receives logs).
+
+    With ``cross_check``, each closed-loop level then runs through Triton's perf_analyzer as well.
+    """
+    tool = perf_analyzer.require_perf_analyzer() if cross_check else None  # missing: fail before the run
     check_server(config)
     started_at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     steps = _run_open(config, progress) if config.mode is LoadMode.OPEN else _run_locust(config, work_dir, progress)
@@ -94,6 +101,7 @@ def run_load_test(config: LoadTestConfig, work_dir: Path, progress: Progress | N
         started_at=started_at,
         machine=machine_description(),
         steps=results,
+        cross_check=perf_analyzer.cross_check(config, work_dir, tool) if tool is not None else (),
     )
 
 

@@ -171,6 +171,36 @@ class StepResult:
 
 
 @dataclass(frozen=True)
+class CrossCheckLevel:
+    """Triton's perf_analyzer at one concurrency, against the same server and texts as distil's step."""
+
+    concurrency: int
+    throughput_rps: float
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "concurrency": self.concurrency,
+            "throughput_rps": self.throughput_rps,
+            "p50_ms": self.p50_ms,
+            "p95_ms": self.p95_ms,
+            "p99_ms": self.p99_ms,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CrossCheckLevel:
+        return cls(
+            concurrency=int(data["concurrency"]),
+            throughput_rps=number(data["throughput_rps"], "cross_check.throughput_rps"),
+            p50_ms=optional_number(data.get("p50_ms"), "cross_check.p50_ms"),
+            p95_ms=optional_number(data.get("p95_ms"), "cross_check.p95_ms"),
+            p99_ms=optional_number(data.get("p99_ms"), "cross_check.p99_ms"),
+        )
+
+
+@dataclass(frozen=True)
 class RunResult:
     """A whole run: where it pointed, on what, when, and its steps in the order they ran."""
 
@@ -180,9 +210,11 @@ class RunResult:
     started_at: str
     machine: str
     steps: tuple[StepResult, ...]
+    cross_check: tuple[CrossCheckLevel, ...] = ()  # perf_analyzer at the same concurrencies, when asked for
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "steps", tuple(self.steps))
+        object.__setattr__(self, "cross_check", tuple(self.cross_check))
         try:
             datetime.fromisoformat(self.started_at.replace("Z", "+00:00"))
         except ValueError as exc:
@@ -202,6 +234,7 @@ class RunResult:
             "started_at": self.started_at,
             "machine": self.machine,
             "steps": [step.to_dict() for step in self.steps],
+            "cross_check": [level.to_dict() for level in self.cross_check],
         }
 
     @classmethod
@@ -220,6 +253,7 @@ class RunResult:
                 started_at=str(data["started_at"]),
                 machine=str(data["machine"]),
                 steps=tuple(StepResult.from_dict(step) for step in data["steps"]),
+                cross_check=tuple(CrossCheckLevel.from_dict(level) for level in data.get("cross_check") or ()),
             )
         except KeyError as exc:
             raise LoadTestError(f"Run record lacks the field {exc.args[0]!r}.") from exc

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 from distil.build.engines import compile_repository
-from distil.build.trt_engine import PLAN_FILE, read_metadata, tensorrt_available
+from distil.build.trt_engine import read_metadata, tensorrt_available
 from distil.model_repository import pbtxt
 from distil.model_repository.config import Target
+from distil.model_repository.pbtxt import PLAN_FILE
 from tests.conftest import build_repository
 
 pytestmark = [

@@ -130,3 +130,17 @@ def test_capacity_without_any_qualifying_step_fails_with_the_reason(tmp_path: Pa
     assert result.exit_code == 1
     assert "No capacity under this SLO" in result.output
     assert not (tmp_path / "values-autoscaling.yaml").exists()
+
+
+def test_analyze_with_traffic_expectations_fills_the_reports_hpa_section(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app,
+        [
+            "loadtest", "analyze", str(FIXTURES / "run_knee_clear.json"), "--slo-ms", "100",
+            "--baseline-rps", "60", "--peak-rps", "300", "--out", str(tmp_path),
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    markdown = (tmp_path / "report.md").read_text()
+    assert "No traffic expectations" not in markdown
+    assert "minReplicas: 2" in markdown and "maxReplicas: 3" in markdown

@@ -294,3 +294,59 @@ def test_capacity_gate_passes_and_fails_against_the_required_rate(
     assert not capacity_gate(none, 1.0).passed
     with pytest.raises(ConfigError):
         capacity_gate(capacity, 0.0)
+
+
+def test_one_noisy_step_does_not_decide_the_knee(noisy_run: RunResult) -> None:
+    # 2 → 4 users gained almost nothing (301 vs 278 rps), but 8 and 16 users then reached 811 and 972 rps:
+    # the rule tripped by step 2 is contradicted by the heavier steps and passed over.
+    knee = find_knee(noisy_run.steps)
+    assert knee.step is not None and knee.step.index == 3  # 8 users, 811 rps
+    assert knee.next_step is not None and knee.next_step.index == 4
+    assert "Passed over: step 2 (4 users" in knee.message
+    assert "Only one heavier step was measured" in knee.message
+
+
+def test_a_knee_is_confirmed_by_every_heavier_step(knee_run: RunResult) -> None:
+    knee = find_knee(knee_run.steps)
+    assert knee.step is not None
+    assert "Every heavier step confirms it" in knee.message and "Passed over" not in knee.message
+
+
+def test_capacity_is_a_lower_bound_when_the_heaviest_step_met_the_slo(noisy_run: RunResult) -> None:
+    result = find_capacity(noisy_run.steps, CapacityCriteria(slo_ms=50.0))
+    assert result.capacity_rps == pytest.approx(972.5)
+    assert result.is_lower_bound
+    assert "at least 972.5 rps" in result.message
+    assert "SLO was not reached: test heavier load" in result.message
+
+
+def test_capacity_at_a_client_bound_step_is_a_lower_bound(noisy_run: RunResult) -> None:
+    steps = list(noisy_run.steps)
+    steps[3] = dataclasses.replace(steps[3], client_cpu=0.95)  # 8 users: the generator near a full core
+    result = find_capacity(
+        steps[:4] + [dataclasses.replace(steps[4], latency=LatencyPercentiles(50, 60, 80, 90, 95))],
+        CapacityCriteria(slo_ms=50.0),
+    )
+    assert result.step is not None and result.step.index == 3
+    assert result.lower_bound is not None and "load generator used 0.95 cores" in result.lower_bound
+
+
+def test_saturation_does_not_claim_load_only_queues_while_throughput_still_grows(noisy_run: RunResult) -> None:
+    rule = KneeRule(min_throughput_gain=0.9)  # trips at 1 → 2 users (gain 0.85), confirmed by every heavier step
+    knee = find_knee(noisy_run.steps, rule)
+    saturation = describe_saturation(noisy_run.steps, knee, rule.percentile)
+    assert saturation.plateau_vs_knee is not None and saturation.plateau_vs_knee > 3
+    assert "only waits in the queue" not in saturation.message
+
+
+def test_capacity_is_a_lower_bound_when_perf_analyzer_got_more_from_the_server(noisy_run: RunResult) -> None:
+    from distil.loadtest.record.schema import CrossCheckLevel
+
+    steps = list(noisy_run.steps)
+    steps[4] = dataclasses.replace(steps[4], latency=LatencyPercentiles(50, 60, 80, 90, 95))  # 16 users miss 50 ms
+    criteria = CapacityCriteria(slo_ms=50.0)
+    assert not find_capacity(steps, criteria).is_lower_bound  # 8 users, 811.3 rps, client CPU 0.71: no flag
+    checked = find_capacity(steps, criteria, (CrossCheckLevel(8, 1177.2, 6.0, 12.6, 17.2),))
+    assert checked.capacity_rps == pytest.approx(811.3)
+    assert checked.lower_bound is not None and "perf_analyzer got 1177.2 rps" in checked.lower_bound
+    assert find_capacity(steps, criteria, (CrossCheckLevel(8, 850.0, 6.0, 12.6, 17.2),)).lower_bound is None

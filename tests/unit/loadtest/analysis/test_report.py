@@ -77,3 +77,41 @@ def test_html_report_escapes_recorded_text(knee_run: RunResult, tmp_path: Path) 
 
     assert "<script>" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; co" in page
+
+
+def test_step_table_shows_the_classifiers_batching_not_the_ensembles(knee_run: RunResult, tmp_path: Path) -> None:
+    from distil.loadtest.record.prometheus import ModelMetrics
+
+    # The ensemble only schedules: batch 1, no queue. The classifier batches 6 per execution and queues.
+    ensemble = ModelMetrics("distilbert", request_success=600, inference_count=600, exec_count=600, queue_us=60)
+    classifier = ModelMetrics(
+        "classifier", request_success=600, inference_count=600, exec_count=100, queue_us=6000, compute_infer_us=4000
+    )
+    steps = tuple(
+        dataclasses.replace(step, server={"distilbert": ensemble, "classifier": classifier}) for step in knee_run.steps
+    )
+    run = dataclasses.replace(knee_run, steps=steps)
+    markdown = write_report(run, analyze(run, CapacityCriteria(slo_ms=100.0)), tmp_path).markdown.read_text()
+    assert "classifier avg batch" in markdown and "classifier queue:compute" in markdown
+    row = next(line for line in markdown.splitlines() if line.startswith("| 0 | "))
+    assert row.rstrip(" |").endswith("6.00 | 1.50")
+    assert "max ms" in markdown and "Client CPU" in markdown
+
+
+def test_closed_loop_throughput_plot_is_drawn_against_users(noisy_run: RunResult, tmp_path: Path) -> None:
+    analysis = analyze(noisy_run, CapacityCriteria(slo_ms=50.0))
+    files = write_report(noisy_run, analysis, tmp_path)
+    assert "throughput_vs_offered.png" in files.plots
+    markdown = files.markdown.read_text()
+    assert "at least 972.5 rps" in markdown and "test heavier load" in markdown
+    assert "pass --baseline-rps and --peak-rps" in markdown
+
+
+def test_report_puts_perf_analyzers_figures_beside_distils(noisy_run: RunResult, tmp_path: Path) -> None:
+    from distil.loadtest.record.schema import CrossCheckLevel, load_run, save_run
+
+    checked = dataclasses.replace(noisy_run, cross_check=(CrossCheckLevel(8, 1177.2, 6.0, 12.6, 17.2),))
+    assert load_run(save_run(checked, tmp_path / "run.json")) == checked
+    markdown = write_report(checked, analyze(checked, CapacityCriteria(slo_ms=50.0)), tmp_path).markdown.read_text()
+    assert "Cross-check with Triton's perf_analyzer" in markdown
+    assert "| 8 | 811.3 | 1177.2 | 0.69 | client-limited | 8.9 / 12.6 / 16.8 ms | 6.0 / 12.6 / 17.2 ms |" in markdown

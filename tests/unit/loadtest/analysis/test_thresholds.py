@@ -267,3 +267,15 @@ def test_adapter_rules_expose_both_recorded_series_as_pod_metrics() -> None:
         assert rule["seriesQuery"] == rule["name"]["as"] + '{namespace!="",pod!=""}'
         assert rule["resources"]["overrides"]["pod"] == {"resource": "pod"}
         assert "<<.LabelMatchers>>" in rule["metricsQuery"]
+
+
+def test_hpa_refuses_a_lower_bound_capacity_unless_allowed_and_then_says_so(noisy_run: RunResult) -> None:
+    capacity = find_capacity(noisy_run.steps, CapacityCriteria(slo_ms=50.0))
+    with pytest.raises(LoadTestError, match=r"only a lower bound.*--allow-lower-bound"):
+        recommend_hpa(noisy_run, capacity, HpaConfig(baseline_rps=500, peak_rps=3000))
+    recommendation = recommend_hpa(
+        noisy_run, capacity, HpaConfig(baseline_rps=500, peak_rps=3000, allow_lower_bound=True)
+    )
+    assert recommendation.lower_bound is not None
+    assert any(note.startswith("LOWER BOUND") for note in recommendation.notes)
+    assert "# LOWER BOUND: one replica carries AT LEAST 972.5 rps" in values_overlay_yaml(recommendation)

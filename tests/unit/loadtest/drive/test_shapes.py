@@ -90,3 +90,17 @@ def test_error_kinds_and_response_checks() -> None:
     assert http_error_kind(400, b'{"error": "in ensemble   x:  bad\\ninput"}') == "http_400: in ensemble x: bad input"
     with pytest.raises(RequestError, match="bad_response"):
         check_response(b'{"outputs": [{"name": "LABEL", "shape": [1, 1]}]}', None, 1)
+
+
+def test_perf_analyzer_csv_reads_as_milliseconds(tmp_path: Path) -> None:
+    from distil.loadtest.drive.perf_analyzer import read_csv
+
+    path = tmp_path / "pa.csv"
+    path.write_text(
+        "Concurrency,Inferences/Second,Client Send,Network+Server Send/Recv,Server Queue,Server Compute Input,"
+        "Server Compute Infer,Server Compute Output,Client Recv,p50 latency,p90 latency,p95 latency,p99 latency\n"
+        "1,127.176,60,3398,1,59,3926,386,0,5628,12080,15627,21457\n"
+    )
+    level = read_csv(path, 1)
+    assert (level.concurrency, level.throughput_rps) == (1, 127.176)
+    assert (level.p50_ms, level.p95_ms, level.p99_ms) == (5.628, 15.627, 21.457)

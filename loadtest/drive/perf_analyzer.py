@@ -1,0 +1,183 @@
+"""Triton's own load generator, ``perf_analyzer``, at the same concurrencies as a distil run: a cross-check.
+
+perf_analyzer is C++: it sends from native threads, so where the Python load generator runs out of
+CPU (see ``client_cpu`` in the record) it still drives the server, and where both have room their
+throughput and latency should agree. ``distil loadtest run --cross-check`` runs each closed-loop
+level through it after distil's own run, same server, same texts, same duration per level; the
+figures go into the run record beside distil's (:class:`CrossCheckLevel`) and into the report.
+
+The binary ships only in the ``tritonclient==2.51.0`` wheel (later wheels dropped it), which pins
+versions of protobuf and geventhttpclient that conflict with this project's; so it is installed
+apart, with ``bash scripts/install-perf-analyzer DIR`` (a ``pip install --target``), and found
+through ``$DISTIL_PERF_ANALYZER`` (the binary, or the folder it was installed to) or ``PATH``. It
+needs Debian's ``libb64-0d`` and ``libcudart.so.12`` (PyPI's ``nvidia-cuda-runtime-cu12``, installed
+beside it; it runs without a GPU). Locust stays the engine of the capacity workflow.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from distil.errors import LoadTestError
+from distil.loadtest.drive.corpus import TextSampler, read_corpus
+from distil.loadtest.drive.protocol import TEXT, Transport, default_port, parse_target
+from distil.loadtest.drive.shapes import LoadTestConfig
+from distil.loadtest.record.schema import CrossCheckLevel, LoadMode
+
+ENV = "DISTIL_PERF_ANALYZER"
+INSTALL_HINT = (
+    "install it with `bash scripts/install-perf-analyzer .perf_analyzer` (tritonclient 2.51.0's binary and "
+    "libcudart from nvidia-cuda-runtime-cu12; Debian/Ubuntu also need `apt-get install libb64-0d`), then "
+    "`export DISTIL_PERF_ANALYZER=$PWD/.perf_analyzer`."
+)
+# Each level is measured in this many windows of equal length; perf_analyzer reports their mean.
+_WINDOWS = 3
+_TEXTS = 512  # distinct inputs perf_analyzer cycles through, drawn from the corpus as distil draws them
+
+
+@dataclass(frozen=True)
+class PerfAnalyzer:
+    """The binary and the folders its shared libraries (libcudart.so.12) are in."""
+
+    binary: Path
+    library_dirs: tuple[Path, ...] = ()
+
+    def env(self) -> dict[str, str]:
+        paths = [str(p) for p in self.library_dirs]
+        if os.environ.get("LD_LIBRARY_PATH"):
+            paths.append(os.environ["LD_LIBRARY_PATH"])
+        return dict(os.environ, LD_LIBRARY_PATH=os.pathsep.join(paths))
+
+
+def find_perf_analyzer() -> PerfAnalyzer | None:
+    """perf_analyzer from ``$DISTIL_PERF_ANALYZER`` (binary or install folder) or PATH; None when absent."""
+    configured = os.environ.get(ENV)
+    if configured:
+        path = Path(configured)
+        binary = path / "bin" / "perf_analyzer" if path.is_dir() else path
+        if not binary.is_file():
+            raise LoadTestError(f"${ENV} is {configured!r}, but {binary} does not exist; {INSTALL_HINT}")
+    else:
+        found = shutil.which("perf_analyzer")
+        if found is None:
+            return None
+        binary = Path(found)
+    root = binary.resolve().parent.parent
+    candidates = [
+        root / "nvidia" / "cuda_runtime" / "lib",
+        *root.glob("lib/python3*/site-packages/nvidia/cuda_runtime/lib"),
+    ]
+    return PerfAnalyzer(binary, tuple(p for p in candidates if (p / "libcudart.so.12").exists()))
+
+
+def require_perf_analyzer() -> PerfAnalyzer:
+    tool = find_perf_analyzer()
+    if tool is None:
+        raise LoadTestError(f"--cross-check needs Triton's perf_analyzer, which is not on PATH; {INSTALL_HINT}")
+    return tool
+
+
+def write_input_data(config: LoadTestConfig, path: Path) -> Path:
+    """perf_analyzer's ``--input-data`` JSON: texts drawn from the run's corpus with the run's seed."""
+    sampler = TextSampler(read_corpus(config.corpus), 1, config.seed)
+    data = [{TEXT: {"content": sampler.batch(), "shape": [1]}} for _ in range(_TEXTS)]
+    path.write_text(json.dumps({"data": data}), encoding="utf-8")
+    return path
+
+
+def command(
+    tool: PerfAnalyzer, config: LoadTestConfig, concurrency: int, duration_s: float, data: Path, csv_path: Path
+) -> list[str]:
+    target = parse_target(config.url, default_port(config.transport))
+    window_ms = max(int(duration_s * 1000 / _WINDOWS), 200)
+    return [
+        str(tool.binary),
+        "-m",
+        config.model,
+        "-u",
+        target.address,
+        "-i",
+        "grpc" if config.transport is Transport.grpc else "http",
+        "-b",
+        str(config.batch_size),
+        "--concurrency-range",
+        f"{concurrency}:{concurrency}",
+        "--input-data",
+        str(data),
+        "--shape",
+        f"{TEXT}:1",
+        "--measurement-mode",
+        "time_windows",
+        "--measurement-interval",
+        str(window_ms),
+        # A fixed duration like distil's steps: three windows, whatever their spread (perf_analyzer would
+        # otherwise keep measuring until three in a row agree within 10%).
+        "--stability-percentage",
+        "1000",
+        "--max-trials",
+        str(_WINDOWS),
+        "-f",
+        str(csv_path),
+    ]
+
+
+def read_csv(path: Path, concurrency: int) -> CrossCheckLevel:
+    """perf_analyzer's ``-f`` CSV (latencies in µs) → one level's figures in ms."""
+    with path.open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        raise LoadTestError(f"perf_analyzer wrote no result row to {path}.")
+    row = rows[0]
+
+    def ms(name: str) -> float | None:
+        value = row.get(name)
+        return None if value in (None, "") else float(value) / 1000.0
+
+    return CrossCheckLevel(
+        concurrency=concurrency,
+        throughput_rps=float(row["Inferences/Second"]),
+        p50_ms=ms("p50 latency"),
+        p95_ms=ms("p95 latency"),
+        p99_ms=ms("p99 latency"),
+    )
+
+
+def cross_check(
+    config: LoadTestConfig, work_dir: Path, tool: PerfAnalyzer | None = None
+) -> tuple[CrossCheckLevel, ...]:
+    """Each closed-loop step's concurrency through perf_analyzer for the step's duration."""
+    if config.mode is not LoadMode.CLOSED:
+        raise LoadTestError("--cross-check compares closed-loop levels (users = perf_analyzer's concurrency).")
+    tool = tool or require_perf_analyzer()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    data = write_input_data(config, work_dir / "perf_analyzer_input.json")
+    levels: list[CrossCheckLevel] = []
+    for number, step in enumerate(_unique_levels(config)):
+        csv_path = work_dir / f"perf_analyzer_{number}.csv"
+        args = command(tool, config, step[0], step[1], data, csv_path)
+        log = work_dir / "perf_analyzer.log"
+        with log.open("a", encoding="utf-8") as handle:
+            handle.write("$ " + " ".join(args) + "\n")
+            handle.flush()
+            done = subprocess.run(
+                args, stdout=handle, stderr=subprocess.STDOUT, env=tool.env(), timeout=step[1] * 4 + 60, check=False
+            )
+        if done.returncode != 0 or not csv_path.exists():
+            tail = "\n".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-15:])
+            raise LoadTestError(f"perf_analyzer failed at concurrency {step[0]} (exit {done.returncode}):\n{tail}")
+        levels.append(read_csv(csv_path, step[0]))
+    return tuple(levels)
+
+
+def _unique_levels(config: LoadTestConfig) -> Sequence[tuple[int, float]]:
+    seen: dict[int, float] = {}
+    for step in config.steps:
+        seen.setdefault(int(step.level), step.duration_s)
+    return list(seen.items())
