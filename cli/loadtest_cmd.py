@@ -303,18 +303,12 @@ def capacity(
     headroom: float = typer.Option(0.7, help="Fraction of one replica's capacity each pod may use."),
     min_replicas: int = typer.Option(2, help="Availability floor for minReplicas."),
     spare_replicas: int = typer.Option(1, help="Replicas above the peak need (one pod lost or rolling)."),
-    metric: str = typer.Option("inferenceRate", help="HPA metric: inferenceRate, queueComputeRatio or cpu."),
+    metric: str = typer.Option("inferenceRate", help="HPA metric: inferenceRate or cpu."),
     out_dir: Path | None = typer.Option(None, "--out", help="Folder for the files [default: next to RUN_JSON]."),
 ) -> None:
-    """Replica capacity → HPA settings: writes the Helm values overlay and the Prometheus/adapter rules."""
-    from distil.loadtest.thresholds import (
-        HpaConfig,
-        MetricType,
-        adapter_rules_yaml,
-        recommend_hpa,
-        recording_rules_yaml,
-        values_overlay_yaml,
-    )
+    """Replica capacity → HPA settings: writes the Helm values overlay and the prometheus-adapter rules."""
+    from distil.loadtest.thresholds import HpaConfig, MetricType, recommend_hpa, values_overlay_yaml
+    from distil.monitoring.series import adapter_rules, dump
 
     run = load_run(run_json)
     criteria = CapacityCriteria(slo_ms=slo_ms, percentile=percentile, error_budget=error_budget)
@@ -332,8 +326,8 @@ def capacity(
     target.mkdir(parents=True, exist_ok=True)
     written = {
         "values-autoscaling.yaml": values_overlay_yaml(recommendation),
-        "recording-rules.yaml": recording_rules_yaml(run.model),
-        "adapter-rules.yaml": adapter_rules_yaml(),
+        # The series themselves are recorded by the chart's PrometheusRule (metrics.prometheusRule).
+        "adapter-rules.yaml": dump(adapter_rules()),
     }
     for name, text in written.items():
         (target / name).write_text(text, encoding="utf-8")
@@ -345,8 +339,6 @@ def capacity(
     table.add_row("target", f"{recommendation.inference_rate_quantity} inferences/s per pod (× {headroom:g} headroom)")
     table.add_row("replicas", f"min {recommendation.min_replicas}, max {recommendation.max_replicas}")
     table.add_row("metric", recommendation.metric.value)
-    ratio = recommendation.queue_compute_ratio_quantity
-    table.add_row("queue:compute", ratio if ratio is not None else "not measured")
     table.add_row(
         "check",
         f"peak {peak_rps:g} rps / {recommendation.target_inference_rate:.1f} per pod = "

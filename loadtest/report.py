@@ -18,10 +18,9 @@ from distil.loadtest.analysis import Analysis, in_load_order, judge_step
 from distil.loadtest.results import Percentile, RunResult
 from distil.loadtest.thresholds import (
     HpaRecommendation,
-    adapter_rules_yaml,
-    recording_rules_yaml,
     values_overlay_yaml,
 )
+from distil.monitoring.series import adapter_rules, dump
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -193,11 +192,6 @@ def build_blocks(
                     r.inference_rate_quantity,
                     f"{r.capacity_rps:.1f} rps × headroom {r.headroom:g} = {r.target_inference_rate:.3f}",
                 ),
-                (
-                    "queue:compute per pod",
-                    r.queue_compute_ratio_quantity or "not measured",
-                    "" if r.queue_compute_ratio_step is None else f"measured at step {r.queue_compute_ratio_step}",
-                ),
                 ("CPU utilization", f"{r.cpu_target_utilization}%", "policy, not measured"),
             ),
         )
@@ -207,10 +201,8 @@ def build_blocks(
     blocks += [
         Heading(3, "Helm values overlay"),
         Code("yaml", values_overlay_yaml(r)),
-        Heading(3, "Prometheus recording rules"),
-        Code("yaml", recording_rules_yaml(r.model)),
         Heading(3, "prometheus-adapter rules"),
-        Code("yaml", adapter_rules_yaml()),
+        Code("yaml", dump(adapter_rules())),
     ]
     return blocks
 

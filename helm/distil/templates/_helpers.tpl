@@ -24,8 +24,12 @@ Names, labels and the shared pod template of the distil chart.
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{/*
+In Flagger mode the name label is the release's full name: Flagger's Services select on it alone
+(suffixed -primary for the primary), so two releases in one namespace must not share it.
+*/}}
 {{- define "distil.selectorLabels" -}}
-app.kubernetes.io/name: {{ include "distil.name" . }}
+app.kubernetes.io/name: {{ if .Values.canary.flagger.enabled }}{{ include "distil.fullname" . }}{{ else }}{{ include "distil.name" . }}{{ end }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
