@@ -498,3 +498,44 @@ def test_rendered_objects_carry_no_secrets_or_credential_env(render: Render, sce
 def test_schema_rejects_wrong_types_and_unknown_keys(chart: Any, bad: dict[str, Any]) -> None:
     with pytest.raises(helm.HelmValuesError):
         chart.validate_schema(bad)
+
+
+# --- canary scheduling and rollout -----------------------------------------------------------------
+
+
+def test_rollouts_wait_past_the_engine_wait_and_startup_probe_before_reporting_stuck(render: Render) -> None:
+    values = load_values(CI_DIR / "gpu-values.yaml")  # engines built in the cluster
+    startup = values.get("probes", {}).get("startup", {"periodSeconds": 10, "failureThreshold": 60})
+    budget = 3600 + startup["periodSeconds"] * startup["failureThreshold"]
+    for deployment in serving_deployments(render(values)):
+        assert deployment["spec"]["progressDeadlineSeconds"] > budget
+
+
+def test_canary_scales_with_its_own_hpa_on_the_same_target(render: Render) -> None:
+    values = deep_merge(load_values(CI_DIR / "canary-values.yaml"), _overlay())
+    objects = render(values)
+    hpas = {h["spec"]["scaleTargetRef"]["name"]: h for h in of_kind(objects, "HorizontalPodAutoscaler")}
+    deployments = serving_deployments(objects)
+    assert set(hpas) == {d["metadata"]["name"] for d in deployments}
+    assert all("replicas" not in d["spec"] for d in deployments)
+    canary = hpas[f"{RELEASE}-canary"]["spec"]
+    assert canary["minReplicas"] == values["canary"]["replicas"]
+    assert canary["maxReplicas"] == values["autoscaling"]["maxReplicas"]
+    assert canary["metrics"] == hpas[RELEASE]["spec"]["metrics"]
+
+
+@pytest.mark.parametrize("scenario", ["canary-values.yaml", "flagger-values.yaml"])
+def test_each_track_spreads_over_nodes_and_zones_by_default(render: Render, scenario: str) -> None:
+    for deployment in serving_deployments(render(load_values(CI_DIR / scenario))):
+        spec = deployment["spec"]["template"]["spec"]
+        track = deployment["spec"]["template"]["metadata"]["labels"]["distil/track"]
+        keys = {c["topologyKey"] for c in spec["topologySpreadConstraints"]}
+        assert keys == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}
+        for constraint in spec["topologySpreadConstraints"]:
+            assert constraint["labelSelector"]["matchLabels"]["distil/track"] == track
+            assert "app.kubernetes.io/name" not in constraint["labelSelector"]["matchLabels"]
+
+
+def test_notes_warn_when_gpu_pods_may_land_on_any_gpu_type(notes: Notes) -> None:
+    assert "gpu.product is empty" in notes(load_values(CI_DIR / "cpu-only-values.yaml") | {"gpu": {"enabled": True}})
+    assert "gpu.product is empty" not in notes(load_values(CI_DIR / "canary-values.yaml"))

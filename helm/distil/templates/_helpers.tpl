@@ -185,10 +185,6 @@ tolerations:
 affinity:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with $v.topologySpreadConstraints }}
-topologySpreadConstraints:
-  {{- toYaml . | nindent 2 }}
-{{- end }}
 {{- end }}
 
 {{/*
@@ -228,6 +224,23 @@ spec:
   securityContext:
     {{- toYaml $v.podSecurityContext | nindent 4 }}
   {{- include "distil.scheduling" $root | nindent 2 }}
+  {{- /*
+  Replicas of a track spread over nodes and zones (soft), so one node's loss takes one replica, as
+  the PodDisruptionBudget assumes. Selected without app.kubernetes.io/name, which Flagger rewrites on
+  its primary copy.
+  */}}
+  {{- $spread := $v.topologySpreadConstraints }}
+  {{- if and (not $spread) $v.spreadAcrossNodes }}
+  {{- $match := dict "app.kubernetes.io/instance" $root.Release.Name "app.kubernetes.io/component" "server" "distil/track" $track.name }}
+  {{- $spread = list }}
+  {{- range $key := list "kubernetes.io/hostname" "topology.kubernetes.io/zone" }}
+  {{- $spread = append $spread (dict "maxSkew" 1 "topologyKey" $key "whenUnsatisfiable" "ScheduleAnyway" "labelSelector" (dict "matchLabels" $match)) }}
+  {{- end }}
+  {{- end }}
+  {{- with $spread }}
+  topologySpreadConstraints:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
   {{- $source := $v.modelRepository.source }}
   {{- if or $v.engineBuild.enabled (eq $source "initCopy") }}
   initContainers:
