@@ -87,7 +87,7 @@ def chart() -> Chart:
     short = {"metrics": {"prometheusRule": {"rateWindow": f"{WINDOW_S}s"}}}
     objects = _render(CI_DIR / "canary-values.yaml", FIXTURES / "capacity-overlay.yaml", **short)
     [rule] = _kind(objects, "PrometheusRule")
-    [hpa] = _kind(objects, "HorizontalPodAutoscaler")
+    [hpa] = [h for h in _kind(objects, "HorizontalPodAutoscaler") if h["metadata"]["name"] == RELEASE]
     triton = _kind(objects, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
     flagger = _render(CI_DIR / "flagger-values.yaml", **short)
     return Chart(
