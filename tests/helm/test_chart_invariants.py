@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import copy
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -539,3 +541,15 @@ def test_each_track_spreads_over_nodes_and_zones_by_default(render: Render, scen
 def test_notes_warn_when_gpu_pods_may_land_on_any_gpu_type(notes: Notes) -> None:
     assert "gpu.product is empty" in notes(load_values(CI_DIR / "cpu-only-values.yaml") | {"gpu": {"enabled": True}})
     assert "gpu.product is empty" not in notes(load_values(CI_DIR / "canary-values.yaml"))
+
+
+@pytest.mark.parametrize("scenario", [s for s in SCENARIOS if "prometheusRule" in (CI_DIR / s).read_text()])
+def test_rendered_rules_pass_promtool(render: Render, scenario: str, tmp_path: Path) -> None:
+    promtool = shutil.which("promtool")
+    if not promtool:
+        pytest.skip("promtool not installed (Debian: apt-get install prometheus; .ci/run installs it)")
+    rule = one(render(load_values(CI_DIR / scenario)), "PrometheusRule")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    check = subprocess.run([promtool, "check", "rules", str(rules)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
