@@ -152,7 +152,7 @@ def adapter_rules() -> dict[str, Any]:
     }
 
 
-def dump(data: dict[str, Any]) -> str:
+def dump(data: Any) -> str:
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True, width=1000)
 
 
