@@ -294,6 +294,14 @@ def test_canary_weights_sum_to_100(render: Render, weight: int) -> None:
     services = {s["metadata"]["name"] for s in of_kind(objects, "Service")}
     assert set(weights) <= services
     assert all(b["port"] == 8000 for b in rule["backendRefs"])
+    # gRPC is split the same way, on the gRPC port, under its own hostname.
+    grpc = one(objects, "GRPCRoute")
+    assert grpc["apiVersion"] == "gateway.networking.k8s.io/v1"
+    [grpc_rule] = grpc["spec"]["rules"]
+    assert {b["name"]: b["weight"] for b in grpc_rule["backendRefs"]} == weights
+    assert all(b["port"] == 8001 for b in grpc_rule["backendRefs"])
+    assert grpc["spec"]["parentRefs"] == route["spec"]["parentRefs"]
+    assert not set(grpc["spec"]["hostnames"]) & set(route["spec"]["hostnames"])
 
 
 def test_route_without_canary_sends_everything_to_stable(render: Render) -> None:
@@ -323,6 +331,8 @@ def test_canary_and_stable_serve_their_own_model_version_and_are_labelled(render
         ({"canary": {"modelVersion": "v1"}}, "must serve another version"),
         ({"canary": {"enabled": False, "weight": 10}}, "canary.weight > 0"),
         ({"canary": {"enabled": True, "modelVersion": ""}}, "needs canary.modelVersion"),
+        ({"grpcRoute": {"hostnames": ["distil.example.com"]}}, "share distil.example.com"),
+        ({"grpcRoute": {"hostnames": []}}, "grpcRoute.enabled needs grpcRoute.hostnames"),
     ],
 )
 def test_inconsistent_canary_values_are_refused(chart: Any, overrides: dict[str, Any], message: str) -> None:

@@ -27,7 +27,7 @@ helm = pytest.importorskip("helm_python", reason=HELM_MISSING)
 kubernetes_validate = pytest.importorskip("kubernetes_validate", reason=KUBE_VALIDATE_MISSING)
 
 
-CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "HTTPRoute", "Canary", "MetricTemplate"}
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "HTTPRoute", "GRPCRoute", "Canary", "MetricTemplate"}
 WARNING = 2
 
 

@@ -48,6 +48,26 @@ app.kubernetes.io/component: server
 distil/track: {{ .track }}
 {{- end }}
 
+{{/*
+Percent of traffic for the canary, for the HTTPRoute and the GRPCRoute alike. A weight on a canary with
+no ready pod sends that share nowhere (the gateway answers 500), and canary pods may wait up to
+engineBuild.waitTimeoutSeconds for their engines. Against a cluster (lookup answers), a weight is
+refused until the canary Deployment has a ready pod; `helm template` cannot look and renders it.
+*/}}
+{{- define "distil.canaryWeight" -}}
+{{- $weight := ternary (int .Values.canary.weight) 0 .Values.canary.enabled }}
+{{- if and (gt $weight 0) (lookup "v1" "Namespace" "" .Release.Namespace) }}
+{{- $name := include "distil.serviceName" (dict "root" . "track" "canary") }}
+{{- $deployment := lookup "apps/v1" "Deployment" .Release.Namespace $name }}
+{{- $ready := 0 }}
+{{- if $deployment }}{{ $ready = int (default 0 $deployment.status.readyReplicas) }}{{ end }}
+{{- if lt $ready 1 }}
+{{- fail (printf "canary.weight=%d but Deployment %s has no ready pod: upgrade with canary.weight=0 first, wait for `kubectl -n %s rollout status deployment/%s`, then set the weight" $weight $name .Release.Namespace $name) }}
+{{- end }}
+{{- end }}
+{{- $weight }}
+{{- end }}
+
 {{- define "distil.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "distil.fullname" .) .Values.serviceAccount.name }}
@@ -119,6 +139,19 @@ Job and a new completion marker, so stale plans are never taken for fresh ones.
 {{- end }}
 {{- if and $v.canary.flagger.enabled $v.httpRoute.enabled }}
 {{- fail "canary.flagger.enabled: Flagger writes its own HTTPRoute; set httpRoute.enabled=false" }}
+{{- end }}
+{{- if and $v.canary.flagger.enabled $v.grpcRoute.enabled }}
+{{- fail "canary.flagger.enabled: Flagger shifts HTTP traffic only; set grpcRoute.enabled=false" }}
+{{- end }}
+{{- if $v.grpcRoute.enabled }}
+{{- if not $v.grpcRoute.hostnames }}
+{{- fail "grpcRoute.enabled needs grpcRoute.hostnames: a GRPCRoute may not share a hostname with the HTTPRoute on one listener" }}
+{{- end }}
+{{- range $v.grpcRoute.hostnames }}
+{{- if and $v.httpRoute.enabled (has . $v.httpRoute.hostnames) }}
+{{- fail (printf "grpcRoute.hostnames and httpRoute.hostnames share %s: Gateway API rejects a GRPCRoute whose hostname an HTTPRoute on the same listener uses; give gRPC its own hostname" .) }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- if and $v.canary.flagger.enabled $v.engineBuild.enabled }}
 {{- fail "canary.flagger.enabled with engineBuild.enabled is not supported: build the engines first" }}
