@@ -377,14 +377,9 @@ def capacity(
         "the client limited it); every file then says so.",
     ),
 ) -> None:
-    """Replica capacity → HPA settings: writes the Helm values overlay and the Prometheus/adapter rules."""
-    from distil.loadtest.analysis.thresholds import (
-        HpaConfig,
-        adapter_rules_yaml,
-        recommend_hpa,
-        recording_rules_yaml,
-        values_overlay_yaml,
-    )
+    """Replica capacity → HPA settings: writes the Helm values overlay and the prometheus-adapter rules."""
+    from distil.loadtest.analysis.thresholds import HpaConfig, recommend_hpa, values_overlay_yaml
+    from distil.monitoring.series import adapter_rules, dump
 
     run = load_run(run_json)
     criteria = CapacityCriteria(slo_ms=slo_ms, percentile=percentile, error_budget=error_budget)
@@ -403,8 +398,8 @@ def capacity(
     target.mkdir(parents=True, exist_ok=True)
     written = {
         "values-autoscaling.yaml": values_overlay_yaml(recommendation),
-        "recording-rules.yaml": recording_rules_yaml(run.model),
-        "adapter-rules.yaml": adapter_rules_yaml(),
+        # The series themselves are recorded by the chart's PrometheusRule (metrics.prometheusRule).
+        "adapter-rules.yaml": dump(adapter_rules()),
     }
     for name, text in written.items():
         (target / name).write_text(text, encoding="utf-8")
@@ -423,8 +418,6 @@ def capacity(
     )
     table.add_row("replicas", f"min {recommendation.min_replicas}, max {recommendation.max_replicas}")
     table.add_row("metric", recommendation.metric.value)
-    ratio = recommendation.queue_compute_ratio
-    table.add_row("queue:compute", f"{ratio:.3f}" if ratio is not None else "not measured")
     table.add_row(
         "check",
         f"peak {peak_rps:g} rps / {recommendation.target_inference_rate:.1f} per pod = "

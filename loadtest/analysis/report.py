@@ -18,13 +18,12 @@ from distil.loadtest.analysis.capacity import Analysis, in_load_order, judge_ste
 from distil.loadtest.analysis.cross_check import CROSS_CHECK_COLUMNS, cross_check_rows
 from distil.loadtest.analysis.thresholds import (
     HpaRecommendation,
-    adapter_rules_yaml,
-    recording_rules_yaml,
     values_overlay_yaml,
 )
 from distil.loadtest.record.percentiles import Percentile
 from distil.loadtest.record.schema import LoadMode, RunResult, StepResult
 from distil.model_repository.config import CLASSIFIER
+from distil.monitoring.series import adapter_rules, dump
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -237,11 +236,6 @@ def build_blocks(
                     r.inference_rate_quantity,
                     f"{r.capacity_rps:.1f} rps × headroom {r.headroom:g} = {r.target_inference_rate:.3f}",
                 ),
-                (
-                    "queue:compute per pod",
-                    r.queue_compute_ratio_quantity or "not measured",
-                    "" if r.queue_compute_ratio_step is None else f"measured at step {r.queue_compute_ratio_step}",
-                ),
                 ("CPU utilization", f"{r.cpu_target_utilization}%", "policy, not measured"),
             ),
         )
@@ -251,10 +245,8 @@ def build_blocks(
     blocks += [
         Heading(3, "Helm values overlay"),
         Code("yaml", values_overlay_yaml(r)),
-        Heading(3, "Prometheus recording rules"),
-        Code("yaml", recording_rules_yaml(r.model)),
         Heading(3, "prometheus-adapter rules"),
-        Code("yaml", adapter_rules_yaml()),
+        Code("yaml", dump(adapter_rules())),
     ]
     return blocks
 

@@ -1,4 +1,4 @@
-"""From the capacity of one replica to HPA settings: replicas, per-pod targets, Prometheus rules, Helm values.
+"""From the capacity of one replica to HPA settings: replicas, the per-pod target, the Helm values overlay.
 
 The rules of thumb, all in one place:
 
@@ -8,8 +8,10 @@ The rules of thumb, all in one place:
 * maxReplicas = max(minReplicas, ⌈peak / target⌉ + spare), where the spare replica (default 1) is
   the margin that keeps peak traffic within target while one pod is lost or being replaced in a
   rollout;
-* the queue:compute target is the ratio Triton measured at the step whose achieved throughput
-  was nearest the per-pod target rate, summed over all models as the recording rule sums them.
+* the target is on ``distil_inference_rate``, the series the chart's PrometheusRule records
+  (successful requests/s per pod, ``distil.monitoring.series``): the scale the capacity was measured
+  on. No queue-time target: Triton's queue time at light load is the batchers' intentional delay,
+  so a queue:compute ratio falls as load rises (docs/deploy.md has the measurements).
 
 Kubernetes quantities are rounded down to milli-units, so a target never exceeds what was measured.
 """
@@ -17,33 +19,21 @@ Kubernetes quantities are rounded down to milli-units, so a target never exceeds
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-import yaml
-
 from distil.errors import ConfigError, LoadTestError
 from distil.loadtest.analysis.capacity import CapacityResult
 from distil.loadtest.record.percentiles import Percentile
-from distil.loadtest.record.schema import RunResult, StepResult
-
-INFERENCE_RATE_METRIC = "distil_inference_rate"
-QUEUE_COMPUTE_RATIO_METRIC = "distil_queue_compute_ratio"
-RATE_WINDOW = "1m"
-
-# A measured step further than this from the target rate is a poor stand-in for it.
-_NEAREST_STEP_TOLERANCE = 0.25
-_MODEL_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+from distil.loadtest.record.schema import RunResult
+from distil.monitoring.series import dump
 
 
 class MetricType(str, Enum):
     """The metric the HPA scales on (the chart's ``autoscaling.metric.type``)."""
 
     INFERENCE_RATE = "inferenceRate"
-    QUEUE_COMPUTE_RATIO = "queueComputeRatio"
     CPU = "cpu"
 
 
@@ -100,8 +90,6 @@ class HpaRecommendation:
     max_replicas: int
     metric: MetricType
     target_inference_rate: float
-    queue_compute_ratio: float | None
-    queue_compute_ratio_step: int | None
     cpu_target_utilization: int
     capacity_rps: float
     percentile: Percentile
@@ -116,10 +104,6 @@ class HpaRecommendation:
     @property
     def inference_rate_quantity(self) -> str:
         return to_quantity(self.target_inference_rate)
-
-    @property
-    def queue_compute_ratio_quantity(self) -> str | None:
-        return None if self.queue_compute_ratio is None else to_quantity(self.queue_compute_ratio)
 
 
 def to_quantity(value: float) -> str:
@@ -147,14 +131,6 @@ def replica_bounds(capacity_rps: float, config: HpaConfig) -> tuple[int, int]:
     return minimum, maximum
 
 
-def nearest_step(steps: Sequence[StepResult], rps: float) -> StepResult | None:
-    """The step with server metrics whose achieved rps is nearest ``rps`` (the lighter one on a tie)."""
-    measured = [s for s in steps if s.server_total() is not None]
-    if not measured:
-        return None
-    return min(measured, key=lambda s: (abs(s.achieved_rps - rps), s.achieved_rps))
-
-
 def recommend_hpa(run: RunResult, capacity: CapacityResult, config: HpaConfig) -> HpaRecommendation:
     """HPA settings from a run's capacity. LoadTestError when there is no capacity under the SLO."""
     if capacity.capacity_rps is None:
@@ -165,7 +141,6 @@ def recommend_hpa(run: RunResult, capacity: CapacityResult, config: HpaConfig) -
             "thresholds built on it would scale out too early and over-provision. Rerun with heavier load, or "
             "pass --allow-lower-bound to write thresholds marked as built on a lower bound."
         )
-    _check_model_name(run.model)
     minimum, maximum = replica_bounds(capacity.capacity_rps, config)
     target_rate = capacity.capacity_rps * config.headroom
     notes: list[str] = []
@@ -173,32 +148,6 @@ def recommend_hpa(run: RunResult, capacity: CapacityResult, config: HpaConfig) -
         notes.append(
             f"LOWER BOUND: the capacity is at least {capacity.capacity_rps:.1f} rps ({capacity.lower_bound}); "
             "the thresholds below scale out earlier than the replica needs."
-        )
-    ratio: float | None = None
-    ratio_step: int | None = None
-    step = nearest_step(run.steps, target_rate)
-    if step is None:
-        notes.append("No step has Triton metrics, so the queue:compute target could not be measured.")
-    else:
-        total = step.server_total()
-        measured = None if total is None else total.queue_compute_ratio
-        if measured is None or to_quantity(measured) == "0":
-            notes.append(
-                f"Step {step.index} (nearest the target rate) shows no measurable queueing, so a "
-                "queue:compute target would scale on noise; none is set."
-            )
-        else:
-            ratio, ratio_step = measured, step.index
-            if abs(step.achieved_rps - target_rate) > _NEAREST_STEP_TOLERANCE * target_rate:
-                notes.append(
-                    f"The queue:compute target comes from step {step.index} at {step.achieved_rps:.1f} rps, "
-                    f"far from the {target_rate:.1f} rps target; add a step near the target for a better one."
-                )
-    if config.metric is MetricType.QUEUE_COMPUTE_RATIO and ratio is None:
-        raise LoadTestError(
-            "Scaling on the queue:compute ratio needs it measured near the target rate, and it was not: "
-            + " ".join(notes)
-            + " Scale on inferenceRate, or rerun with Triton's /metrics reachable."
         )
     if config.metric is MetricType.CPU:
         notes.append(
@@ -211,8 +160,6 @@ def recommend_hpa(run: RunResult, capacity: CapacityResult, config: HpaConfig) -
         max_replicas=maximum,
         metric=config.metric,
         target_inference_rate=target_rate,
-        queue_compute_ratio=ratio,
-        queue_compute_ratio_step=ratio_step,
         cpu_target_utilization=config.cpu_target_utilization,
         capacity_rps=capacity.capacity_rps,
         percentile=capacity.criteria.percentile,
@@ -227,14 +174,10 @@ def recommend_hpa(run: RunResult, capacity: CapacityResult, config: HpaConfig) -
 
 
 def values_overlay(recommendation: HpaRecommendation) -> dict[str, Any]:
-    """The Helm values overlay the chart consumes (``autoscaling`` and ``capacity``).
+    """The Helm values overlay the chart consumes (``autoscaling`` and ``capacity``): targets only.
 
-    When the queue:compute ratio was not measured its ``targetAverageValue`` is left out, so the
-    chart's default stands (unused unless that metric is chosen, which :func:`recommend_hpa` refuses).
+    The series the HPA reads are recorded by the chart's PrometheusRule; the overlay records nothing.
     """
-    queue_compute: dict[str, Any] = {"metricName": QUEUE_COMPUTE_RATIO_METRIC}
-    if recommendation.queue_compute_ratio_quantity is not None:
-        queue_compute["targetAverageValue"] = recommendation.queue_compute_ratio_quantity
     return {
         "autoscaling": {
             "enabled": True,
@@ -242,11 +185,7 @@ def values_overlay(recommendation: HpaRecommendation) -> dict[str, Any]:
             "maxReplicas": recommendation.max_replicas,
             "metric": {
                 "type": recommendation.metric.value,
-                "inferenceRate": {
-                    "metricName": INFERENCE_RATE_METRIC,
-                    "targetAverageValue": recommendation.inference_rate_quantity,
-                },
-                "queueComputeRatio": queue_compute,
+                "inferenceRate": {"targetAverageValue": recommendation.inference_rate_quantity},
                 "cpu": {"targetAverageUtilization": recommendation.cpu_target_utilization},
             },
         },
@@ -274,66 +213,4 @@ def values_overlay_yaml(recommendation: HpaRecommendation) -> str:
             f"# LOWER BOUND: one replica carries AT LEAST {recommendation.capacity_rps:.1f} rps "
             f"({recommendation.lower_bound}).\n# These thresholds scale out earlier than needed; rerun heavier.\n"
         )
-    return header + _dump(values_overlay(recommendation))
-
-
-def recording_rules(model: str = "distilbert") -> dict[str, Any]:
-    """Prometheus recording rules (rule-file ``groups``) for the two per-pod HPA metrics."""
-    _check_model_name(model)
-    return {
-        "groups": [
-            {
-                "name": "distil-autoscaling",
-                "rules": [
-                    {
-                        "record": INFERENCE_RATE_METRIC,
-                        "expr": (
-                            "sum by (namespace, pod) "
-                            f'(rate(nv_inference_request_success{{model="{model}"}}[{RATE_WINDOW}]))'
-                        ),
-                    },
-                    {
-                        "record": QUEUE_COMPUTE_RATIO_METRIC,
-                        "expr": (
-                            "sum by (namespace, pod) "
-                            f"(rate(nv_inference_queue_duration_us[{RATE_WINDOW}])) / "
-                            "sum by (namespace, pod) "
-                            f"(rate(nv_inference_compute_infer_duration_us[{RATE_WINDOW}]))"
-                        ),
-                    },
-                ],
-            }
-        ]
-    }
-
-
-def adapter_rules() -> dict[str, Any]:
-    """prometheus-adapter ``rules`` exposing the recorded series as per-pod custom metrics."""
-    return {
-        "rules": [
-            {
-                "seriesQuery": f'{metric}{{namespace!="",pod!=""}}',
-                "resources": {"overrides": {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}},
-                "name": {"matches": f"^{metric}$", "as": metric},
-                "metricsQuery": "sum(<<.Series>>{<<.LabelMatchers>>}) by (<<.GroupBy>>)",
-            }
-            for metric in (INFERENCE_RATE_METRIC, QUEUE_COMPUTE_RATIO_METRIC)
-        ]
-    }
-
-
-def recording_rules_yaml(model: str = "distilbert") -> str:
-    return _dump(recording_rules(model))
-
-
-def adapter_rules_yaml() -> str:
-    return _dump(adapter_rules())
-
-
-def _dump(data: dict[str, Any]) -> str:
-    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True, width=1000)
-
-
-def _check_model_name(model: str) -> None:
-    if not _MODEL_NAME.match(model):
-        raise ConfigError(f"Model name {model!r} cannot go into a PromQL label matcher; use [A-Za-z0-9_.-].")
+    return header + dump(values_overlay(recommendation))

@@ -45,7 +45,7 @@ class ModelMetrics:
 
     @property
     def queue_compute_ratio(self) -> float | None:
-        """Queue time over compute-infer time, the quotient the ``distil_queue_compute_ratio`` rule takes."""
+        """Queue time over compute-infer time (a report figure; not an HPA signal, see docs/deploy.md "Signals")."""
         return self.queue_us / self.compute_infer_us if self.compute_infer_us else None
 
     @property

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import copy
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,8 @@ from chart_helpers import (
     CI_DIR,
     GPU_SCENARIOS,
     HELM_MISSING,
+    NAMESPACE,
+    RELEASE,
     SCENARIOS,
     Notes,
     Render,
@@ -27,6 +31,8 @@ from chart_helpers import (
     serving_deployments,
     triton_container,
 )
+
+from distil.monitoring.series import HPA_METRICS, fill, series
 
 helm = pytest.importorskip("helm_python", reason=HELM_MISSING)
 
@@ -176,7 +182,7 @@ def test_capacity_overlay_passes_the_schema(chart: Any) -> None:
     chart.validate_schema(_overlay())
 
 
-@pytest.mark.parametrize("metric_type", ["inferenceRate", "queueComputeRatio", "cpu"])
+@pytest.mark.parametrize("metric_type", ["inferenceRate", "cpu"])
 def test_hpa_target_equals_the_capacity_overlay(render: Render, metric_type: str) -> None:
     overlay = _overlay(metric_type)
     values = deep_merge(load_values(CI_DIR / "gpu-hpa-values.yaml"), overlay)
@@ -198,7 +204,7 @@ def test_hpa_target_equals_the_capacity_overlay(render: Render, metric_type: str
     else:
         expected = scaling["metric"][metric_type]
         assert metric["type"] == "Pods"
-        assert metric["pods"]["metric"]["name"] == expected["metricName"]
+        assert metric["pods"]["metric"]["name"] == HPA_METRICS[metric_type]
         assert metric["pods"]["target"] == {
             "type": "AverageValue",
             "averageValue": expected["targetAverageValue"],
@@ -225,31 +231,52 @@ def test_notes_show_the_capacity_provenance(notes: Notes) -> None:
     assert "loadtest run 2026-11-22T05:00:00Z" in text
 
 
-def test_recording_rules_define_the_series_the_hpa_reads(render: Render) -> None:
+def test_recording_rules_are_the_generated_series_narrowed_to_the_release(render: Render) -> None:
     objects = render(deep_merge(load_values(CI_DIR / "gpu-hpa-values.yaml"), _overlay()))
     rule = one(objects, "PrometheusRule")
     assert rule["apiVersion"] == "monitoring.coreos.com/v1"
     rules = {r["record"]: r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]}
-    rate = rules["distil_inference_rate"]
-    assert re.search(r"rate\(nv_inference_request_success\{model=\"distilbert\"", rate)
-    assert "sum by (namespace, pod" in rate
-    ratio = rules["distil_queue_compute_ratio"]
-    assert "rate(nv_inference_queue_duration_us" in ratio.split("/")[0]
-    assert "rate(nv_inference_compute_infer_duration_us" in ratio.split("/", 1)[1]
+    assert rules == {s.name: fill(s.expr, f'namespace="{NAMESPACE}", release="{RELEASE}"', "1m") for s in series()}
     hpa_metric = one(objects, "HorizontalPodAutoscaler")["spec"]["metrics"][0]["pods"]["metric"]["name"]
     assert hpa_metric in rules
 
 
-def test_service_monitor_scrapes_metrics_port_and_labels_the_track(render: Render) -> None:
-    objects = render(load_values(CI_DIR / "canary-values.yaml"))
+@pytest.mark.parametrize("scenario", ["canary-values.yaml", "flagger-values.yaml"])
+def test_service_monitor_scrapes_each_serving_pod_once_and_labels_release_and_track(
+    render: Render, scenario: str
+) -> None:
+    objects = render(load_values(CI_DIR / scenario))
     sm = one(objects, "ServiceMonitor")
     assert sm["apiVersion"] == "monitoring.coreos.com/v1"
     [endpoint] = sm["spec"]["endpoints"]
     assert endpoint["port"] == "metrics" and endpoint["path"] == "/metrics"
-    assert {r["targetLabel"] for r in endpoint["relabelings"]} == {"track", "model_version"}
-    for svc in of_kind(objects, "Service"):
-        labels = svc["metadata"]["labels"]
-        assert all(labels.get(k) == v for k, v in sm["spec"]["selector"]["matchLabels"].items())
+    assert {r["targetLabel"] for r in endpoint["relabelings"]} == {"release", "track", "model_version"}
+    selector = sm["spec"]["selector"]["matchLabels"]
+    # Flagger rewrites app.kubernetes.io/name on its Services: never select on it.
+    assert "app.kubernetes.io/name" not in selector
+    services = [o["metadata"]["labels"] for o in of_kind(objects, "Service")]
+    if scenario == "flagger-values.yaml":
+        canary = one(objects, "Canary")["spec"]["service"]
+        services = [canary["primary"]["labels"], canary["canary"]["labels"]]
+    for labels in services:
+        assert all(labels.get(k) == v for k, v in selector.items())
+
+
+def test_flagger_tracks_come_from_the_names_flagger_gives_each_deployment(render: Render) -> None:
+    objects = render(load_values(CI_DIR / "flagger-values.yaml"))
+    relabel = one(objects, "ServiceMonitor")["spec"]["endpoints"][0]["relabelings"]
+    by_name = {
+        r["regex"]: r["replacement"]
+        for r in relabel
+        if r.get("sourceLabels") == ["__meta_kubernetes_pod_label_app_kubernetes_io_name"]
+    }
+    [deployment] = serving_deployments(objects)
+    name = deployment["metadata"]["name"]
+    assert by_name == {f"{name}-primary": "stable", name: "canary"}
+    # Flagger's Services select on the name label alone: it must be unique to the release.
+    assert deployment["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"] == name
+    other = render(deep_merge(load_values(CI_DIR / "flagger-values.yaml"), {"fullnameOverride": "other"}))
+    assert serving_deployments(other)[0]["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"] == "other"
 
 
 # --- canary --------------------------------------------------------------------------------------
@@ -267,6 +294,14 @@ def test_canary_weights_sum_to_100(render: Render, weight: int) -> None:
     services = {s["metadata"]["name"] for s in of_kind(objects, "Service")}
     assert set(weights) <= services
     assert all(b["port"] == 8000 for b in rule["backendRefs"])
+    # gRPC is split the same way, on the gRPC port, under its own hostname.
+    grpc = one(objects, "GRPCRoute")
+    assert grpc["apiVersion"] == "gateway.networking.k8s.io/v1"
+    [grpc_rule] = grpc["spec"]["rules"]
+    assert {b["name"]: b["weight"] for b in grpc_rule["backendRefs"]} == weights
+    assert all(b["port"] == 8001 for b in grpc_rule["backendRefs"])
+    assert grpc["spec"]["parentRefs"] == route["spec"]["parentRefs"]
+    assert not set(grpc["spec"]["hostnames"]) & set(route["spec"]["hostnames"])
 
 
 def test_route_without_canary_sends_everything_to_stable(render: Render) -> None:
@@ -296,6 +331,8 @@ def test_canary_and_stable_serve_their_own_model_version_and_are_labelled(render
         ({"canary": {"modelVersion": "v1"}}, "must serve another version"),
         ({"canary": {"enabled": False, "weight": 10}}, "canary.weight > 0"),
         ({"canary": {"enabled": True, "modelVersion": ""}}, "needs canary.modelVersion"),
+        ({"grpcRoute": {"hostnames": ["distil.example.com"]}}, "share distil.example.com"),
+        ({"grpcRoute": {"hostnames": []}}, "grpcRoute.enabled needs grpcRoute.hostnames"),
     ],
 )
 def test_inconsistent_canary_values_are_refused(chart: Any, overrides: dict[str, Any], message: str) -> None:
@@ -303,7 +340,7 @@ def test_inconsistent_canary_values_are_refused(chart: Any, overrides: dict[str,
         chart.render(_values("canary-values.yaml", **overrides), name="distil")
 
 
-def test_flagger_canary_checks_p99_latency_and_error_rate(render: Render) -> None:
+def test_flagger_canary_checks_latency_errors_and_traffic_on_the_recorded_series(render: Render) -> None:
     objects = render(load_values(CI_DIR / "flagger-values.yaml"))
     canary = one(objects, "Canary")
     assert canary["apiVersion"] == "flagger.app/v1beta1"
@@ -311,11 +348,13 @@ def test_flagger_canary_checks_p99_latency_and_error_rate(render: Render) -> Non
     assert canary["spec"]["autoscalerRef"]["name"] == one(objects, "HorizontalPodAutoscaler")["metadata"]["name"]
     templates = {t["metadata"]["name"]: t["spec"]["query"] for t in of_kind(objects, "MetricTemplate")}
     refs = {m["name"]: m["templateRef"]["name"] for m in canary["spec"]["analysis"]["metrics"]}
-    assert set(refs) == {"p99-latency", "error-rate"} and set(refs.values()) == set(templates)
+    assert set(refs) == {"p99-latency", "error-rate", "request-rate"} and set(refs.values()) == set(templates)
     assert 'quantile="0.99"' in templates[refs["p99-latency"]]
-    assert "nv_inference_request_failure" in templates[refs["error-rate"]]
-    # Flagger's variables survive Helm's templating.
-    assert all("{{ namespace }}" in q and "{{ target }}" in q for q in templates.values())
+    recorded = {s.name for s in series()}
+    for query in templates.values():
+        # Flagger's variable survives Helm's templating; the query reads a recorded series only.
+        assert "{{ namespace }}" in query and 'track="canary"' in query
+        assert any(name + "{" in query for name in recorded), query
     assert not of_kind(objects, "HTTPRoute")
 
 
@@ -471,3 +510,56 @@ def test_rendered_objects_carry_no_secrets_or_credential_env(render: Render, sce
 def test_schema_rejects_wrong_types_and_unknown_keys(chart: Any, bad: dict[str, Any]) -> None:
     with pytest.raises(helm.HelmValuesError):
         chart.validate_schema(bad)
+
+
+# --- canary scheduling and rollout -----------------------------------------------------------------
+
+
+def test_rollouts_wait_past_the_engine_wait_and_startup_probe_before_reporting_stuck(render: Render) -> None:
+    values = load_values(CI_DIR / "gpu-values.yaml")  # engines built in the cluster
+    startup = values.get("probes", {}).get("startup", {"periodSeconds": 10, "failureThreshold": 60})
+    budget = 3600 + startup["periodSeconds"] * startup["failureThreshold"]
+    for deployment in serving_deployments(render(values)):
+        assert deployment["spec"]["progressDeadlineSeconds"] > budget
+
+
+def test_canary_scales_with_its_own_hpa_on_the_same_target(render: Render) -> None:
+    values = deep_merge(load_values(CI_DIR / "canary-values.yaml"), _overlay())
+    objects = render(values)
+    hpas = {h["spec"]["scaleTargetRef"]["name"]: h for h in of_kind(objects, "HorizontalPodAutoscaler")}
+    deployments = serving_deployments(objects)
+    assert set(hpas) == {d["metadata"]["name"] for d in deployments}
+    assert all("replicas" not in d["spec"] for d in deployments)
+    canary = hpas[f"{RELEASE}-canary"]["spec"]
+    assert canary["minReplicas"] == values["canary"]["replicas"]
+    assert canary["maxReplicas"] == values["autoscaling"]["maxReplicas"]
+    assert canary["metrics"] == hpas[RELEASE]["spec"]["metrics"]
+
+
+@pytest.mark.parametrize("scenario", ["canary-values.yaml", "flagger-values.yaml"])
+def test_each_track_spreads_over_nodes_and_zones_by_default(render: Render, scenario: str) -> None:
+    for deployment in serving_deployments(render(load_values(CI_DIR / scenario))):
+        spec = deployment["spec"]["template"]["spec"]
+        track = deployment["spec"]["template"]["metadata"]["labels"]["distil/track"]
+        keys = {c["topologyKey"] for c in spec["topologySpreadConstraints"]}
+        assert keys == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}
+        for constraint in spec["topologySpreadConstraints"]:
+            assert constraint["labelSelector"]["matchLabels"]["distil/track"] == track
+            assert "app.kubernetes.io/name" not in constraint["labelSelector"]["matchLabels"]
+
+
+def test_notes_warn_when_gpu_pods_may_land_on_any_gpu_type(notes: Notes) -> None:
+    assert "gpu.product is empty" in notes(load_values(CI_DIR / "cpu-only-values.yaml") | {"gpu": {"enabled": True}})
+    assert "gpu.product is empty" not in notes(load_values(CI_DIR / "canary-values.yaml"))
+
+
+@pytest.mark.parametrize("scenario", [s for s in SCENARIOS if "prometheusRule" in (CI_DIR / s).read_text()])
+def test_rendered_rules_pass_promtool(render: Render, scenario: str, tmp_path: Path) -> None:
+    promtool = shutil.which("promtool")
+    if not promtool:
+        pytest.skip("promtool not installed (Debian: apt-get install prometheus; .ci/run installs it)")
+    rule = one(render(load_values(CI_DIR / scenario)), "PrometheusRule")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    check = subprocess.run([promtool, "check", "rules", str(rules)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr

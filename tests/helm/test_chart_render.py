@@ -27,7 +27,7 @@ helm = pytest.importorskip("helm_python", reason=HELM_MISSING)
 kubernetes_validate = pytest.importorskip("kubernetes_validate", reason=KUBE_VALIDATE_MISSING)
 
 
-CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "HTTPRoute", "Canary", "MetricTemplate"}
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "HTTPRoute", "GRPCRoute", "Canary", "MetricTemplate"}
 WARNING = 2
 
 
@@ -83,12 +83,15 @@ def test_dashboard_is_valid_json_with_the_required_panels() -> None:
     dashboard = json.loads((CHART_DIR / "dashboards" / "distil.json").read_text())
     exprs = " ".join(t["expr"] for p in dashboard["panels"] if p["type"] != "row" for t in p.get("targets", []))
     for metric in (
-        "nv_inference_request_success",  # request rate
-        "nv_inference_request_summary_us",  # p50/p95/p99
-        "nv_inference_queue_duration_us",  # queue vs compute
+        "distil:request_rate:by_track",
+        "distil:error_ratio:by_track",
+        "distil:latency_ms:by_track",  # p50/p95/p99
+        "distil_inference_rate",  # the HPA metric
+        "distil_queue_depth",
+        "nv_inference_queue_duration_us",  # queue vs compute, per model
         "nv_inference_compute_infer_duration_us",
         "nv_inference_exec_count",  # batch size
-        "nv_gpu_utilization",
+        "distil_gpu_utilization",
     ):
         assert metric in exprs, metric
     titles = [p["title"] for p in dashboard["panels"]]

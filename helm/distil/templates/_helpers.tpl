@@ -24,8 +24,12 @@ Names, labels and the shared pod template of the distil chart.
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{/*
+In Flagger mode the name label is the release's full name: Flagger's Services select on it alone
+(suffixed -primary for the primary), so two releases in one namespace must not share it.
+*/}}
 {{- define "distil.selectorLabels" -}}
-app.kubernetes.io/name: {{ include "distil.name" . }}
+app.kubernetes.io/name: {{ if .Values.canary.flagger.enabled }}{{ include "distil.fullname" . }}{{ else }}{{ include "distil.name" . }}{{ end }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
@@ -42,6 +46,26 @@ app.kubernetes.io/part-of: distil
 {{ include "distil.selectorLabels" .root }}
 app.kubernetes.io/component: server
 distil/track: {{ .track }}
+{{- end }}
+
+{{/*
+Percent of traffic for the canary, for the HTTPRoute and the GRPCRoute alike. A weight on a canary with
+no ready pod sends that share nowhere (the gateway answers 500), and canary pods may wait up to
+engineBuild.waitTimeoutSeconds for their engines. Against a cluster (lookup answers), a weight is
+refused until the canary Deployment has a ready pod; `helm template` cannot look and renders it.
+*/}}
+{{- define "distil.canaryWeight" -}}
+{{- $weight := ternary (int .Values.canary.weight) 0 .Values.canary.enabled }}
+{{- if and (gt $weight 0) (lookup "v1" "Namespace" "" .Release.Namespace) }}
+{{- $name := include "distil.serviceName" (dict "root" . "track" "canary") }}
+{{- $deployment := lookup "apps/v1" "Deployment" .Release.Namespace $name }}
+{{- $ready := 0 }}
+{{- if $deployment }}{{ $ready = int (default 0 $deployment.status.readyReplicas) }}{{ end }}
+{{- if lt $ready 1 }}
+{{- fail (printf "canary.weight=%d but Deployment %s has no ready pod: upgrade with canary.weight=0 first, wait for `kubectl -n %s rollout status deployment/%s`, then set the weight" $weight $name .Release.Namespace $name) }}
+{{- end }}
+{{- end }}
+{{- $weight }}
 {{- end }}
 
 {{- define "distil.serviceAccountName" -}}
@@ -116,6 +140,19 @@ Job and a new completion marker, so stale plans are never taken for fresh ones.
 {{- if and $v.canary.flagger.enabled $v.httpRoute.enabled }}
 {{- fail "canary.flagger.enabled: Flagger writes its own HTTPRoute; set httpRoute.enabled=false" }}
 {{- end }}
+{{- if and $v.canary.flagger.enabled $v.grpcRoute.enabled }}
+{{- fail "canary.flagger.enabled: Flagger shifts HTTP traffic only; set grpcRoute.enabled=false" }}
+{{- end }}
+{{- if $v.grpcRoute.enabled }}
+{{- if not $v.grpcRoute.hostnames }}
+{{- fail "grpcRoute.enabled needs grpcRoute.hostnames: a GRPCRoute may not share a hostname with the HTTPRoute on one listener" }}
+{{- end }}
+{{- range $v.grpcRoute.hostnames }}
+{{- if and $v.httpRoute.enabled (has . $v.httpRoute.hostnames) }}
+{{- fail (printf "grpcRoute.hostnames and httpRoute.hostnames share %s: Gateway API rejects a GRPCRoute whose hostname an HTTPRoute on the same listener uses; give gRPC its own hostname" .) }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- if and $v.canary.flagger.enabled $v.engineBuild.enabled }}
 {{- fail "canary.flagger.enabled with engineBuild.enabled is not supported: build the engines first" }}
 {{- end }}
@@ -181,10 +218,6 @@ tolerations:
 affinity:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with $v.topologySpreadConstraints }}
-topologySpreadConstraints:
-  {{- toYaml . | nindent 2 }}
-{{- end }}
 {{- end }}
 
 {{/*
@@ -224,6 +257,23 @@ spec:
   securityContext:
     {{- toYaml $v.podSecurityContext | nindent 4 }}
   {{- include "distil.scheduling" $root | nindent 2 }}
+  {{- /*
+  Replicas of a track spread over nodes and zones (soft), so one node's loss takes one replica, as
+  the PodDisruptionBudget assumes. Selected without app.kubernetes.io/name, which Flagger rewrites on
+  its primary copy.
+  */}}
+  {{- $spread := $v.topologySpreadConstraints }}
+  {{- if and (not $spread) $v.spreadAcrossNodes }}
+  {{- $match := dict "app.kubernetes.io/instance" $root.Release.Name "app.kubernetes.io/component" "server" "distil/track" $track.name }}
+  {{- $spread = list }}
+  {{- range $key := list "kubernetes.io/hostname" "topology.kubernetes.io/zone" }}
+  {{- $spread = append $spread (dict "maxSkew" 1 "topologyKey" $key "whenUnsatisfiable" "ScheduleAnyway" "labelSelector" (dict "matchLabels" $match)) }}
+  {{- end }}
+  {{- end }}
+  {{- with $spread }}
+  topologySpreadConstraints:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
   {{- $source := $v.modelRepository.source }}
   {{- if or $v.engineBuild.enabled (eq $source "initCopy") }}
   initContainers:

@@ -1,10 +1,8 @@
-"""Capacity → HPA settings, Prometheus rules and the Helm values overlay."""
+"""Capacity → HPA settings and the Helm values overlay."""
 
 from __future__ import annotations
 
 import dataclasses
-import math
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -14,11 +12,7 @@ from distil.errors import ConfigError, LoadTestError
 from distil.loadtest.analysis.capacity import CapacityCriteria, find_capacity
 from distil.loadtest.analysis.thresholds import (
     HpaConfig,
-    MetricType,
-    adapter_rules,
     recommend_hpa,
-    recording_rules,
-    recording_rules_yaml,
     replica_bounds,
     to_quantity,
     values_overlay,
@@ -36,11 +30,7 @@ autoscaling:
   metric:
     type: inferenceRate
     inferenceRate:
-      metricName: distil_inference_rate
       targetAverageValue: "35"
-    queueComputeRatio:
-      metricName: distil_queue_compute_ratio
-      targetAverageValue: "500m"
     cpu:
       targetAverageUtilization: 70
 capacity:
@@ -74,13 +64,10 @@ def test_overlay_has_exactly_the_shape_the_chart_consumes(knee_run: RunResult) -
     assert _shape(overlay) == _shape(yaml.safe_load(CHART_OVERLAY_SHAPE))
 
 
-def test_overlay_values_for_the_knee_run(knee_run: RunResult, raw_fixture: Callable[[str], Any]) -> None:
-    step2 = raw_fixture("run_knee_clear.json")["steps"][2]["server"]["distilbert"]
-    ratio_milli = math.floor(1000 * step2["queue_us"] / step2["compute_infer_us"])
-
+def test_overlay_values_for_the_knee_run(knee_run: RunResult) -> None:
     overlay = values_overlay(_recommend(knee_run))
 
-    # capacity 224.9 rps (step 4) × 0.7 = 157.43 rps per pod; nearest measured step is step 2 (150 rps).
+    # capacity 224.9 rps (step 4) × 0.7 = 157.43 rps per pod.
     assert overlay == {
         "autoscaling": {
             "enabled": True,
@@ -88,11 +75,7 @@ def test_overlay_values_for_the_knee_run(knee_run: RunResult, raw_fixture: Calla
             "maxReplicas": 3,  # ⌈300 / 157.43⌉ = 2, plus one spare
             "metric": {
                 "type": "inferenceRate",
-                "inferenceRate": {"metricName": "distil_inference_rate", "targetAverageValue": "157430m"},
-                "queueComputeRatio": {
-                    "metricName": "distil_queue_compute_ratio",
-                    "targetAverageValue": f"{ratio_milli}m",
-                },
+                "inferenceRate": {"targetAverageValue": "157430m"},
                 "cpu": {"targetAverageUtilization": 70},
             },
         },
@@ -106,7 +89,6 @@ def test_overlay_values_for_the_knee_run(knee_run: RunResult, raw_fixture: Calla
             "source": "loadtest run 2026-11-22T05:00:00Z",
         },
     }
-    assert ratio_milli == 259
 
 
 def test_overlay_yaml_reads_back_with_quantities_as_strings(knee_run: RunResult) -> None:
@@ -188,85 +170,13 @@ def test_recommendation_without_capacity_repeats_the_no_capacity_message(
         ({"min_replicas": 0}, "min_replicas"),
         ({"spare_replicas": -1}, "spare_replicas"),
         ({"cpu_target_utilization": 0}, "CPU"),
-        ({"metric": "memory"}, "inferenceRate, queueComputeRatio, cpu"),
+        ({"metric": "memory"}, "inferenceRate, cpu"),
     ],
 )
 def test_hpa_config_rejects_values_that_cannot_work(kwargs: dict[str, Any], match: str) -> None:
     settings: dict[str, Any] = {"baseline_rps": 60.0, "peak_rps": 300.0, **kwargs}
     with pytest.raises(ConfigError, match=match):
         HpaConfig(**settings)
-
-
-def test_queue_compute_target_sums_all_models_at_the_step_nearest_the_target(
-    errors_run: RunResult, raw_fixture: Callable[[str], Any]
-) -> None:
-    server = raw_fixture("run_errors_over_budget.json")["steps"][0]["server"]
-    expected = sum(m["queue_us"] for m in server.values()) / sum(m["compute_infer_us"] for m in server.values())
-
-    recommendation = _recommend(errors_run)
-
-    # capacity 199.95 rps × 0.7 = 139.97 rps: step 0 (100 rps) is nearer than step 1 (200 rps)
-    assert recommendation.queue_compute_ratio_step == 0
-    assert recommendation.queue_compute_ratio == pytest.approx(expected)
-    assert any("far from the 140.0 rps target" in note for note in recommendation.notes)
-
-
-def test_without_server_metrics_the_ratio_target_is_left_to_the_chart(knee_run: RunResult) -> None:
-    bare = dataclasses.replace(knee_run, steps=tuple(dataclasses.replace(s, server={}) for s in knee_run.steps))
-
-    recommendation = _recommend(bare)
-    overlay = values_overlay(recommendation)
-
-    assert recommendation.queue_compute_ratio is None
-    assert overlay["autoscaling"]["metric"]["queueComputeRatio"] == {"metricName": "distil_queue_compute_ratio"}
-    assert any("could not be measured" in note for note in recommendation.notes)
-    with pytest.raises(LoadTestError, match="Scale on inferenceRate"):
-        _recommend(bare, metric=MetricType.QUEUE_COMPUTE_RATIO)
-
-
-def test_a_ratio_too_small_to_write_is_not_used_as_a_target(knee_run: RunResult) -> None:
-    idle = {"distilbert": ModelMetrics("distilbert", request_success=9_000, queue_us=10.0, compute_infer_us=3e7)}
-    run = dataclasses.replace(knee_run, steps=tuple(dataclasses.replace(s, server=idle) for s in knee_run.steps))
-
-    recommendation = _recommend(run)
-
-    assert recommendation.queue_compute_ratio is None
-    assert any("no measurable queueing" in note for note in recommendation.notes)
-
-
-def test_scaling_on_the_ratio_sets_the_metric_type(knee_run: RunResult) -> None:
-    overlay = values_overlay(_recommend(knee_run, metric="queueComputeRatio"))
-
-    assert overlay["autoscaling"]["metric"]["type"] == "queueComputeRatio"
-
-
-def test_recording_rules_are_the_per_pod_expressions() -> None:
-    rules = recording_rules()["groups"][0]["rules"]
-
-    assert rules == [
-        {
-            "record": "distil_inference_rate",
-            "expr": 'sum by (namespace, pod) (rate(nv_inference_request_success{model="distilbert"}[1m]))',
-        },
-        {
-            "record": "distil_queue_compute_ratio",
-            "expr": "sum by (namespace, pod) (rate(nv_inference_queue_duration_us[1m])) / "
-            "sum by (namespace, pod) (rate(nv_inference_compute_infer_duration_us[1m]))",
-        },
-    ]
-    assert 'model="sst2"' in recording_rules_yaml("sst2")
-    with pytest.raises(ConfigError):
-        recording_rules('x"}) or vector(1')
-
-
-def test_adapter_rules_expose_both_recorded_series_as_pod_metrics() -> None:
-    rules = adapter_rules()["rules"]
-
-    assert [rule["name"]["as"] for rule in rules] == ["distil_inference_rate", "distil_queue_compute_ratio"]
-    for rule in rules:
-        assert rule["seriesQuery"] == rule["name"]["as"] + '{namespace!="",pod!=""}'
-        assert rule["resources"]["overrides"]["pod"] == {"resource": "pod"}
-        assert "<<.LabelMatchers>>" in rule["metricsQuery"]
 
 
 def test_hpa_refuses_a_lower_bound_capacity_unless_allowed_and_then_says_so(noisy_run: RunResult) -> None:

@@ -1,0 +1,1 @@
+"""Prometheus signals: the one definition of every series distil records from Triton's metrics."""
