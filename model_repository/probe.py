@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import sys
 import urllib.error
 import urllib.request
@@ -50,7 +49,7 @@ def probe(host: str, port: int, model: str, timeout_s: float) -> tuple[bool, str
         if any(overload in message for overload in OVERLOAD_MESSAGES):
             return True, f"overloaded, alive: {message}"
         return False, f"inference on {model} failed with HTTP {exc.code}: {message}"
-    except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError) as exc:
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
         reason = getattr(exc, "reason", exc)
         return False, f"no answer from {model} at {host}:{port} within {timeout_s:g}s: {reason}"
     outputs = {o.get("name"): o for o in answer.get("outputs", [])}

@@ -268,6 +268,8 @@ class TritonServer:
                 if status == 200:
                     states = self.model_states()
                     if states and all(state == "READY" for state in states.values()):
+                        if self.supervisor is not None:
+                            self.supervisor.arm()
                         return states
             except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
                 pass

@@ -151,12 +151,18 @@ class StubSupervisor:
         self._watched: dict[int, Stub] = {}
         self._regions: set[str] = set()
         self._generation = 0
+        self._armed = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="distil-stub-supervisor", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
+
+    def arm(self) -> None:
+        """Start treating a stub exit as a death: call once every model is ready. While models load,
+        Triton runs short-lived stubs (to complete each config) that exit on purpose."""
+        self._armed.set()
 
     def stop(self) -> None:
         self._stop.set()
@@ -181,7 +187,7 @@ class StubSupervisor:
             self._regions.update(stub.shm_region for stub in current.values())
         dead = [stub for pid, stub in self._watched.items() if pid not in current and not _alive(pid)]
         self._watched = current
-        if not self.heal:
+        if not self.heal or not self._armed.is_set():
             return []
         done = []
         for model in sorted({stub.model for stub in dead}):
