@@ -160,8 +160,10 @@ def test_each_killed_stub_is_replaced_and_requests_succeed_again_within_10s(
             assert recovery_s < RECOVERY_TARGET_S, f"{model}: {len(failures)} failures over {recovery_s:.1f}s"
             assert all(o.error is None for o in after if o.started > recovered)
             assert all("is not healthy" in (o.error or "") or o.error is None for o in failures), failures[:3]
+    rate = len(load.outcomes) / (load.outcomes[-1].ended - load.outcomes[0].started)
     with capsys.disabled():
-        print("\n  stub killed (SIGKILL) | failed requests | seconds to recovery | slowest request (s)")
+        print(f"\n  steady load: 2 closed-loop HTTP clients, {rate:.0f} requests/s on average")
+        print("  stub killed (SIGKILL) | failed requests | seconds to recovery | slowest request (s)")
         for model, instance, failed, seconds, slowest in rows:
             print(f"  {model} ({instance}) | {failed} | {seconds:.2f} | {slowest:.2f}")
     assert [r.stub.model for r in server.recoveries] == list(STUB_MODELS)
