@@ -152,6 +152,7 @@ class StubSupervisor:
         self._regions: set[str] = set()
         self._generation = 0
         self._armed = threading.Event()
+        self._rebase = False  # the next pass takes the stubs as they are, judging no exit
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="distil-stub-supervisor", daemon=True)
@@ -162,6 +163,7 @@ class StubSupervisor:
     def arm(self) -> None:
         """Start treating a stub exit as a death: call once every model is ready. While models load,
         Triton runs short-lived stubs (to complete each config) that exit on purpose."""
+        self._rebase = True
         self._armed.set()
 
     def stop(self) -> None:
@@ -188,6 +190,9 @@ class StubSupervisor:
         dead = [stub for pid, stub in self._watched.items() if pid not in current and not _alive(pid)]
         self._watched = current
         if not self.heal or not self._armed.is_set():
+            return []
+        if self._rebase:  # the first pass once armed: exits seen before were config stubs
+            self._rebase = False
             return []
         done = []
         for model in sorted({stub.model for stub in dead}):
