@@ -9,7 +9,7 @@ Layout (``<repository>`` is the folder given to ``tritonserver --model-repositor
     classifier/config.pbtxt         Python backend + ONNX Runtime (cpu) or onnxruntime_onnx (gpu)
     classifier/1/model.onnx
     classifier/1/model.py           cpu target only
-    postprocess/config.pbtxt        Python backend
+    postprocess/config.pbtxt        Python backend; emits every public output of the ensemble
     postprocess/1/model.py
     distilbert/config.pbtxt         the ensemble: TEXT in; LABEL, PROBABILITIES, LOGITS, TRUNCATED out
     distilbert/1/                   (empty: Triton wants a version folder for ensembles too)
