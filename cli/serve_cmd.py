@@ -78,8 +78,13 @@ def serve(
         with stage("Stopping tritonserver (in-flight requests finish first)"):
             code = server.stop()
         if code:
-            # Triton 2.51 never unloads a model version whose stub died; it exits 1 after the exit timeout.
-            err.print(f"tritonserver exited with code {code} after its {config.exit_timeout_s}s exit timeout.")
+            why = (
+                " (Triton 2.51 never finishes unloading a model whose stub died, so it waits out its "
+                f"{config.exit_timeout_s}s exit timeout)"
+                if server.recoveries
+                else ""
+            )
+            err.print(f"tritonserver exited with code {code}{why}.")
         for region in server.removed_regions:
             err.print(f"removed shared memory left by a dead stub: /dev/shm/{region}")
     finally:

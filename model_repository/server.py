@@ -46,8 +46,8 @@ class ServerConfig:
     ready_timeout_s: float = 300.0
     exit_timeout_s: int = 10
     log_verbose: int = 0
-    # Reload the model of a Python-backend stub that dies (see supervisor.py); needs explicit
-    # model-control mode, which distil's own commands never change at run time otherwise.
+    # Reload the model of a Python-backend stub that dies (see supervisor.py). It runs Triton in
+    # explicit model-control mode with --load-model=*, which loads every model at start as before.
     self_heal: bool = True
 
     def __post_init__(self) -> None:
@@ -295,7 +295,7 @@ class TritonServer:
         dead stubs left behind are removed (only this server's: the supervisor recorded them).
         """
         process, self._process = self._process, None
-        supervisor, self.supervisor = self.supervisor, None
+        supervisor = self.supervisor  # kept, so that its recoveries can be read after the stop
         if supervisor is not None:
             supervisor.stop()
         code = None
@@ -309,8 +309,8 @@ class TritonServer:
                     process.wait()
             code = process.returncode
             _reap_group(process.pid)
-        if supervisor is not None:
-            self.removed_regions = remove_regions(supervisor.regions())
+            if supervisor is not None:
+                self.removed_regions = remove_regions(supervisor.regions())
         if self._workspace is not None:
             shutil.rmtree(self._workspace, ignore_errors=True)
             self._workspace = None
