@@ -71,7 +71,7 @@ def parse_stub(pid: int, argv: list[str]) -> Stub | None:
     return Stub(pid=pid, model=model, instance=argv[8], shm_region=argv[2])
 
 
-def _children(pid: int) -> set[int]:
+def children_of(pid: int) -> set[int]:
     """Child processes of ``pid``: Triton launches stubs from several threads, so read every task's list."""
     found: set[int] = set()
     for children in Path(f"/proc/{pid}/task").glob("*/children"):
@@ -82,7 +82,7 @@ def _children(pid: int) -> set[int]:
     return found
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     """True while the process exists and is not a zombie waiting to be reaped."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -101,9 +101,9 @@ def _argv(pid: int) -> list[str]:
 def stubs_of(server_pid: int) -> list[Stub]:
     """The live Python-backend stubs that ``server_pid`` started."""
     stubs = []
-    for pid in sorted(_children(server_pid)):
+    for pid in sorted(children_of(server_pid)):
         stub = parse_stub(pid, _argv(pid))
-        if stub is not None and _alive(pid):
+        if stub is not None and process_alive(pid):
             stubs.append(stub)
     return stubs
 
@@ -178,7 +178,7 @@ class StubSupervisor:
 
     def _run(self) -> None:
         while not self._stop.wait(self.period_s):
-            if not _alive(self.server_pid):
+            if not process_alive(self.server_pid):
                 return
             self.check()
 
@@ -187,7 +187,7 @@ class StubSupervisor:
         current = {stub.pid: stub for stub in stubs_of(self.server_pid)}
         with self._lock:
             self._regions.update(stub.shm_region for stub in current.values())
-        dead = [stub for pid, stub in self._watched.items() if pid not in current and not _alive(pid)]
+        dead = [stub for pid, stub in self._watched.items() if pid not in current and not process_alive(pid)]
         self._watched = current
         if not self.heal or not self._armed.is_set():
             return []

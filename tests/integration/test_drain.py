@@ -15,7 +15,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
 from distil.model_repository.server import free_port
-from distil.model_repository.supervisor import _alive, _children, stubs_of
+from distil.model_repository.supervisor import children_of, process_alive, stubs_of
 from tests.integration.test_cli import _serve, _wait_for_line
 
 pytestmark = pytest.mark.integration
@@ -41,7 +41,7 @@ def test_sigterm_answers_in_flight_requests_exits_cleanly_and_leaves_no_process(
     process = _serve(tiny_repository, http, grpc, metrics)
     try:
         _wait_for_line(process, "Press Ctrl-C")
-        triton = [pid for pid in _children(process.pid) if "tritonserver" in Path(f"/proc/{pid}/cmdline").read_text()]
+        triton = [pid for pid in children_of(process.pid) if "tritonserver" in Path(f"/proc/{pid}/cmdline").read_text()]
         assert len(triton) == 1
         tree = {process.pid, triton[0], *(stub.pid for stub in stubs_of(triton[0]))}
         assert len(tree) == 5  # distil serve, tritonserver, three stubs
@@ -72,5 +72,5 @@ def test_sigterm_answers_in_flight_requests_exits_cleanly_and_leaves_no_process(
     assert code == 0, process.stderr.read() if process.stderr else ""
     assert exited_s < 10 + 5, f"exit took {exited_s:.1f}s, beyond Triton's 10 s exit timeout"
     time.sleep(0.2)
-    assert [pid for pid in tree if _alive(pid)] == [], "a process of the server tree is still running"
+    assert [pid for pid in tree if process_alive(pid)] == [], "a process of the server tree is still running"
     print(f"\n  drain: {answered_after}/{REQUESTS} requests answered after SIGTERM, exit code 0 in {exited_s:.1f}s")
