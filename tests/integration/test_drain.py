@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 import threading
 import time
@@ -14,6 +15,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
+from distil.model_repository import pbtxt
 from distil.model_repository.server import free_port
 from distil.model_repository.supervisor import children_of, process_alive, stubs_of
 from tests.integration.test_cli import _serve, _wait_for_line
@@ -36,9 +38,19 @@ def _infer(module: Any, url: str) -> tuple[float, np.ndarray]:
         client.close()
 
 
-def test_sigterm_answers_in_flight_requests_exits_cleanly_and_leaves_no_process(tiny_repository: Path) -> None:
+def test_sigterm_answers_in_flight_requests_exits_cleanly_and_leaves_no_process(
+    tiny_repository: Path, tmp_path: Path
+) -> None:
+    # Without the classifier's 1 s queue timeout: on a busy machine it could reject a queued request,
+    # and this test is about shutdown, not overload.
+    repository = tmp_path / "repository"
+    shutil.copytree(tiny_repository, repository)
+    config_file = repository / "classifier" / "config.pbtxt"
+    config = pbtxt.parse_text(config_file.read_text())
+    config.dynamic_batching.default_queue_policy.default_timeout_microseconds = 0
+    pbtxt.write_proto(config_file, config)
     http, grpc, metrics = free_port(), free_port(), free_port()
-    process = _serve(tiny_repository, http, grpc, metrics)
+    process = _serve(repository, http, grpc, metrics)
     try:
         _wait_for_line(process, "Press Ctrl-C")
         triton = [pid for pid in children_of(process.pid) if "tritonserver" in Path(f"/proc/{pid}/cmdline").read_text()]

@@ -159,7 +159,10 @@ def test_each_killed_stub_is_replaced_and_requests_succeed_again_within_10s(
             assert replaced.pid != stub.pid and replaced.shm_region != stub.shm_region
             assert recovery_s < RECOVERY_TARGET_S, f"{model}: {len(failures)} failures over {recovery_s:.1f}s"
             assert all(o.error is None for o in after if o.started > recovered)
-            assert all("is not healthy" in (o.error or "") or o.error is None for o in failures), failures[:3]
+            # The dead stub's error, or, for a request queued behind the reload on a busy machine,
+            # the classifier's 1 s queue timeout; nothing else.
+            expected = ("is not healthy", "Request timeout expired")
+            assert all(any(e in (o.error or "") for e in expected) for o in failures), failures[:3]
     rate = len(load.outcomes) / (load.outcomes[-1].ended - load.outcomes[0].started)
     with capsys.disabled():
         print(f"\n  steady load: 2 closed-loop HTTP clients, {rate:.0f} requests/s on average")
