@@ -15,6 +15,7 @@ from distil.cli.console import err, out, reports_errors, stage
 from distil.errors import ConfigError, ServerError
 from distil.model_repository.client import Classifier, Prediction, Protocol
 from distil.model_repository.server import ServerConfig, TritonServer
+from distil.model_repository.supervisor import Recovery
 
 
 def endpoints_table(config: ServerConfig, states: dict[str, str]) -> Table:
@@ -37,6 +38,11 @@ def serve(
     metrics_port: int = typer.Option(8002, help="Prometheus metrics port."),
     ready_timeout: float = typer.Option(300.0, help="Seconds to wait for every model to be ready."),
     log_verbose: int = typer.Option(0, help="tritonserver --log-verbose level."),
+    self_heal: bool = typer.Option(
+        True,
+        "--self-heal/--no-self-heal",
+        help="Reload a model whose Python-backend stub died (Triton 2.51 does not); uses explicit model control.",
+    ),
 ) -> None:
     """Serve REPOSITORY with the tritonserver bundled in nvidia-pytriton until Ctrl-C or SIGTERM."""
     config = ServerConfig(
@@ -47,14 +53,19 @@ def serve(
         metrics_port=metrics_port,
         ready_timeout_s=ready_timeout,
         log_verbose=log_verbose,
+        self_heal=self_heal,
     )
     stop = threading.Event()
 
     def request_stop(signum: int, _: FrameType | None) -> None:
         stop.set()
 
+    def report(recovery: Recovery) -> None:
+        style = "red" if recovery.error else "yellow"
+        err.print(f"[{style}]self-healing:[/] {recovery.describe()}", highlight=False)
+
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    server = TritonServer(config)
+    server = TritonServer(config, on_recovery=report)
     try:
         with stage(f"Starting tritonserver on {repository}"):
             server.start()
@@ -65,7 +76,17 @@ def serve(
             if not server.is_running():
                 raise ServerError(f"tritonserver exited unexpectedly. From its log:\n{server.failure_summary()}")
         with stage("Stopping tritonserver (in-flight requests finish first)"):
-            server.stop()
+            code = server.stop()
+        if code:
+            why = (
+                " (Triton 2.51 never finishes unloading a model whose stub died, so it waits out its "
+                f"{config.exit_timeout_s}s exit timeout)"
+                if server.recoveries
+                else ""
+            )
+            err.print(f"tritonserver exited with code {code}{why}.")
+        for region in server.removed_regions:
+            err.print(f"removed shared memory left by a dead stub: /dev/shm/{region}")
     finally:
         server.stop()
         for sig, handler in previous.items():

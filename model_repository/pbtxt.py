@@ -31,6 +31,14 @@ LABEL = "LABEL"
 PROBABILITIES = "PROBABILITIES"
 LOGITS = "LOGITS"
 TRUNCATED = "TRUNCATED"
+PUBLIC_OUTPUTS = (LABEL, PROBABILITIES, LOGITS, TRUNCATED)
+
+# Tensors inside the ensemble. Triton 2.51 prunes ensemble steps backwards from the outputs a client
+# did not request; a public output that also fed a later step lost its producer when left out, and
+# the request deadlocked. So every public output comes from the last step, which nothing consumes,
+# and the earlier steps pass internal tensors (these names) forward.
+INTERNAL_LOGITS = "logits"
+INTERNAL_TRUNCATED = "truncated"
 
 
 def to_proto(config: dict[str, Any]) -> model_config_pb2.ModelConfig:
@@ -122,9 +130,18 @@ def tokenizer_config(config: RepositoryConfig, max_length: int, pad_id: int, pad
     }
 
 
-def classifier_config(config: RepositoryConfig, num_labels: int, pad_id: int, name: str = CLASSIFIER) -> dict[str, Any]:
+def classifier_config(
+    config: RepositoryConfig,
+    num_labels: int,
+    pad_id: int,
+    name: str = CLASSIFIER,
+    vocab_size: int = 0,
+) -> dict[str, Any]:
     """The model itself: ONNX Runtime (cpu: in a Python backend; gpu: onnxruntime_onnx; :func:`as_tensorrt_plan`
-    turns the latter into a TensorRT plan once its engine is built)."""
+    turns the latter into a TensorRT plan once its engine is built).
+
+    ``vocab_size`` (required on cpu) bounds the ids the Python backend accepts per request.
+    """
     batching = config.batching[CLASSIFIER]
     gpu = config.target is Target.gpu
     model: dict[str, Any] = {
@@ -146,29 +163,46 @@ def classifier_config(config: RepositoryConfig, num_labels: int, pad_id: int, na
         if config.intra_op_threads:
             model["parameters"] = _parameters({"intra_op_thread_count": config.intra_op_threads})
     else:
+        if vocab_size < 1:
+            raise RepositoryError(f"{name}: the cpu classifier needs the vocabulary size, got {vocab_size}.")
         model["backend"] = "python"
         model["parameters"] = _parameters(
             {
                 "intra_op_threads": config.intra_op_threads,
                 "inter_op_threads": config.inter_op_threads,
                 "pad_id": pad_id,
+                "vocab_size": vocab_size,
             }
         )
     return model
 
 
 def postprocess_config(config: RepositoryConfig, labels: Sequence[str]) -> dict[str, Any]:
+    """Logits and the tokenizer's truncation flags in; every public output of the ensemble out."""
     batching = config.batching[POSTPROCESS]
+    num_labels = len(labels)
     return {
         "name": POSTPROCESS,
         "backend": "python",
         "max_batch_size": batching.max_batch_size,
-        "input": [_tensor(LOGITS, "TYPE_FP32", [len(labels)])],
-        "output": [_tensor(LABEL, "TYPE_STRING", [1]), _tensor(PROBABILITIES, "TYPE_FP32", [len(labels)])],
+        "input": [
+            _tensor(INTERNAL_LOGITS, "TYPE_FP32", [num_labels]),
+            _tensor(INTERNAL_TRUNCATED, "TYPE_BOOL", [1]),
+        ],
+        "output": _public_outputs(num_labels),
         "dynamic_batching": _dynamic_batching(batching),
         "instance_group": _instances(batching, "KIND_CPU"),
         "parameters": _parameters({"labels": json.dumps(list(labels))}),
     }
+
+
+def _public_outputs(num_labels: int) -> list[dict[str, Any]]:
+    return [
+        _tensor(LABEL, "TYPE_STRING", [1]),
+        _tensor(PROBABILITIES, "TYPE_FP32", [num_labels]),
+        _tensor(LOGITS, "TYPE_FP32", [num_labels]),
+        _tensor(TRUNCATED, "TYPE_BOOL", [1]),
+    ]
 
 
 def _step(model: str, inputs: dict[str, str], outputs: dict[str, str]) -> dict[str, Any]:
@@ -178,30 +212,30 @@ def _step(model: str, inputs: dict[str, str], outputs: dict[str, str]) -> dict[s
 def ensemble_config(
     config: RepositoryConfig, num_labels: int, name: str = ENSEMBLE, classifier: str = CLASSIFIER
 ) -> dict[str, Any]:
+    """tokenizer -> classifier -> postprocess; only the last step emits public outputs (see INTERNAL_*)."""
     return {
         "name": name,
         "platform": "ensemble",
         "max_batch_size": config.ensemble_max_batch_size,
         "input": [_tensor(TEXT, "TYPE_STRING", [1])],
-        "output": [
-            _tensor(LABEL, "TYPE_STRING", [1]),
-            _tensor(PROBABILITIES, "TYPE_FP32", [num_labels]),
-            _tensor(LOGITS, "TYPE_FP32", [num_labels]),
-            _tensor(TRUNCATED, "TYPE_BOOL", [1]),
-        ],
+        "output": _public_outputs(num_labels),
         "ensemble_scheduling": {
             "step": [
                 _step(
                     TOKENIZER,
                     {TEXT: TEXT},
-                    {"input_ids": "input_ids", "attention_mask": "attention_mask", TRUNCATED: TRUNCATED},
+                    {"input_ids": "input_ids", "attention_mask": "attention_mask", TRUNCATED: INTERNAL_TRUNCATED},
                 ),
                 _step(
                     classifier,
                     {"input_ids": "input_ids", "attention_mask": "attention_mask"},
-                    {"logits": LOGITS},
+                    {"logits": INTERNAL_LOGITS},
                 ),
-                _step(POSTPROCESS, {LOGITS: LOGITS}, {LABEL: LABEL, PROBABILITIES: PROBABILITIES}),
+                _step(
+                    POSTPROCESS,
+                    {INTERNAL_LOGITS: INTERNAL_LOGITS, INTERNAL_TRUNCATED: INTERNAL_TRUNCATED},
+                    {name: name for name in PUBLIC_OUTPUTS},
+                ),
             ]
         },
     }

@@ -8,6 +8,7 @@ packages (numpy, tokenizers, onnxruntime).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -22,11 +23,13 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
 from distil.errors import ConfigError, ServerError
+from distil.model_repository.supervisor import Recovery, StubSupervisor, remove_regions
 
 _FAILED_LINE = re.compile(r"failed to load|UNAVAILABLE|Address already in use|error: creating server", re.IGNORECASE)
 
@@ -43,6 +46,9 @@ class ServerConfig:
     ready_timeout_s: float = 300.0
     exit_timeout_s: int = 10
     log_verbose: int = 0
+    # Reload the model of a Python-backend stub that dies (see supervisor.py). It runs Triton in
+    # explicit model-control mode with --load-model=*, which loads every model at start as before.
+    self_heal: bool = True
 
     def __post_init__(self) -> None:
         ports = (self.http_port, self.grpc_port, self.metrics_port)
@@ -142,11 +148,15 @@ def server_environment() -> dict[str, str]:
 class TritonServer:
     """A tritonserver process; a context manager that starts it, waits for readiness and stops it."""
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, on_recovery: Callable[[Recovery], None] | None = None) -> None:
         self.config = config
         self._process: subprocess.Popen[bytes] | None = None
         self._workspace: Path | None = None
+        self._on_recovery = on_recovery
+        self.supervisor: StubSupervisor | None = None
         self.log_file: Path | None = None
+        # Shared-memory regions of dead stubs that stop() removed (Triton leaves them behind).
+        self.removed_regions: list[str] = []
 
     def __enter__(self) -> TritonServer:
         self.start()
@@ -184,6 +194,7 @@ class TritonServer:
             "--strict-readiness=true",
             f"--exit-timeout-secs={c.exit_timeout_s}",
             f"--log-verbose={c.log_verbose}",
+            *(["--model-control-mode=explicit", "--load-model=*"] if c.self_heal else []),
         ]
 
     def start(self) -> None:
@@ -207,6 +218,13 @@ class TritonServer:
                 env=server_environment(),
                 start_new_session=True,  # Ctrl-C reaches us, and we stop the server in order
             )
+        self.supervisor = StubSupervisor(self._process.pid, c.http_url, heal=c.self_heal, on_recovery=self._on_recovery)
+        self.supervisor.start()
+
+    @property
+    def recoveries(self) -> list[Recovery]:
+        """Dead stubs seen so far and what was done about each."""
+        return list(self.supervisor.recoveries) if self.supervisor else []
 
     def log_text(self) -> str:
         if self.log_file is None or not self.log_file.exists():
@@ -250,6 +268,8 @@ class TritonServer:
                 if status == 200:
                     states = self.model_states()
                     if states and all(state == "READY" for state in states.values()):
+                        if self.supervisor is not None:
+                            self.supervisor.arm()
                         return states
             except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
                 pass
@@ -269,8 +289,15 @@ class TritonServer:
         return self._process.wait()
 
     def stop(self) -> int | None:
-        """SIGTERM, wait for Triton's own graceful exit (in-flight requests finish), then SIGKILL."""
+        """SIGTERM, wait for Triton's own graceful exit (in-flight requests finish), then SIGKILL.
+
+        Afterwards no process of the server's group is left, and the shared-memory regions that its
+        dead stubs left behind are removed (only this server's: the supervisor recorded them).
+        """
         process, self._process = self._process, None
+        supervisor = self.supervisor  # kept, so that its recoveries can be read after the stop
+        if supervisor is not None:
+            supervisor.stop()
         code = None
         if process is not None:
             if process.poll() is None:
@@ -278,10 +305,36 @@ class TritonServer:
                 try:
                     process.wait(timeout=self.config.exit_timeout_s + 15)
                 except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
+                    _kill_group(process.pid)
                     process.wait()
             code = process.returncode
+            _reap_group(process.pid)
+            if supervisor is not None:
+                self.removed_regions = remove_regions(supervisor.regions())
         if self._workspace is not None:
             shutil.rmtree(self._workspace, ignore_errors=True)
             self._workspace = None
         return code
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def _reap_group(pgid: int, grace_s: float = 5.0) -> None:
+    """Stubs exit by themselves soon after tritonserver; kill what is left of its group after ``grace_s``."""
+    deadline = time.monotonic() + grace_s
+    while _group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if _group_alive(pgid):
+        _kill_group(pgid)
+        time.sleep(0.1)

@@ -9,7 +9,7 @@ Layout (``<repository>`` is the folder given to ``tritonserver --model-repositor
     classifier/config.pbtxt         Python backend + ONNX Runtime (cpu) or onnxruntime_onnx (gpu)
     classifier/1/model.onnx
     classifier/1/model.py           cpu target only
-    postprocess/config.pbtxt        Python backend
+    postprocess/config.pbtxt        Python backend; emits every public output of the ensemble
     postprocess/1/model.py
     distilbert/config.pbtxt         the ensemble: TEXT in; LABEL, PROBABILITIES, LOGITS, TRUNCATED out
     distilbert/1/                   (empty: Triton wants a version folder for ensembles too)
@@ -56,6 +56,14 @@ class ModelInterface:
             raise RepositoryError("the model has no labels (id2label is empty).")
         if not (self.tokenizer_dir / tokenizer.TOKENIZER_FILE).is_file():
             raise RepositoryError(f"{self.tokenizer_dir} has no {tokenizer.TOKENIZER_FILE} (a fast tokenizer).")
+
+    @property
+    def vocab_size(self) -> int:
+        """Ids the tokenizer can produce; the cpu classifier rejects requests with ids outside it."""
+        from tokenizers import Tokenizer
+
+        vocabulary = Tokenizer.from_file(str(self.tokenizer_dir / tokenizer.TOKENIZER_FILE))
+        return int(vocabulary.get_vocab_size(with_added_tokens=True))
 
 
 def _distil_models(root: Path) -> list[Path]:
@@ -111,6 +119,7 @@ def write_repository(
     the tokenizer and postprocess, so precisions can be compared side by side on one server.
     """
     num_labels = len(model.labels)
+    vocab_size = model.vocab_size
 
     # tokenizer
     tokenizer_version = root / TOKENIZER / "1"
@@ -136,7 +145,10 @@ def write_repository(
             shutil.copyfile(onnx_file, version / onnx_classifier.MODEL_FILE)
         if config.target is Target.cpu:
             _copy_backend(onnx_classifier.__file__, version / "model.py")
-        pbtxt.write(root / name / "config.pbtxt", pbtxt.classifier_config(config, num_labels, model.pad_id, name=name))
+        pbtxt.write(
+            root / name / "config.pbtxt",
+            pbtxt.classifier_config(config, num_labels, model.pad_id, name=name, vocab_size=vocab_size),
+        )
 
     # postprocess
     _copy_backend(postprocess.__file__, root / POSTPROCESS / "1" / "model.py")

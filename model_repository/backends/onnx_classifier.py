@@ -7,6 +7,10 @@ batch (their inputs are ragged-batched), groups the rows by length so that paddi
 On GPU nodes the same ``model.onnx`` is served by the NGC
 image's ``onnxruntime_onnx`` backend instead and this file is not used.
 
+``classifier`` is itself a served model, so a client can call it directly. One request with an id
+outside the vocabulary would fail ONNX Runtime's Gather for the whole batch, so every request is
+checked first (:func:`request_error`): a bad one fails alone with INVALID_ARG, the others still run.
+
 This file is copied into ``<repository>/classifier/1/model.py``; it imports only numpy and onnxruntime.
 """
 
@@ -37,6 +41,27 @@ def pad_and_stack(arrays: Sequence[np.ndarray], pad_value: int) -> np.ndarray:
         out[start : start + array.shape[0], : array.shape[1]] = array
         start += array.shape[0]
     return out
+
+
+def request_error(input_ids: np.ndarray, attention_mask: np.ndarray, vocab_size: int) -> str | None:
+    """Why one request's tensors cannot be classified, or None; the message goes back to the client."""
+    for name, array in (("input_ids", input_ids), ("attention_mask", attention_mask)):
+        if array.dtype != np.int64:
+            return f"{name} has dtype {array.dtype}; send INT64."
+        if array.ndim != 2 or array.shape[1] == 0:
+            return f"{name} has shape {list(array.shape)}; send [batch, sequence] with sequence >= 1."
+    if input_ids.shape != attention_mask.shape:
+        return (
+            f"input_ids {list(input_ids.shape)} and attention_mask {list(attention_mask.shape)} must have the "
+            f"same [batch, sequence] shape."
+        )
+    low, high = int(input_ids.min()), int(input_ids.max())
+    if low < 0 or high >= vocab_size:
+        bad = low if low < 0 else high
+        return f"input_ids holds {bad}, outside the vocabulary 0..{vocab_size - 1}."
+    if not np.isin(attention_mask, (0, 1)).all():
+        return "attention_mask holds values other than 0 and 1."
+    return None
 
 
 def length_groups(lengths: np.ndarray, max_waste: float = 0.25) -> list[np.ndarray]:
@@ -107,21 +132,23 @@ class TritonPythonModel:
             inter_op_threads=_int_parameter(config, "inter_op_threads", 1),
             pad_id=_int_parameter(config, "pad_id", 0),
         )
+        self.vocab_size = _int_parameter(config, "vocab_size", 0)
+        if self.vocab_size < 1:
+            raise ValueError("classifier config.pbtxt lacks the vocab_size parameter; rebuild the repository.")
 
     def execute(self, requests: list[Any]) -> list[Any]:
         ids = [pb_utils.get_input_tensor_by_name(r, "input_ids").as_numpy() for r in requests]
         mask = [pb_utils.get_input_tensor_by_name(r, "attention_mask").as_numpy() for r in requests]
-        bad = {i for i, (a, b) in enumerate(zip(ids, mask, strict=True)) if a.shape != b.shape or a.ndim != 2}
         responses: list[Any] = [None] * len(requests)
-        for index in bad:
-            responses[index] = pb_utils.InferenceResponse(
-                error=pb_utils.TritonError(
-                    f"input_ids {ids[index].shape} and attention_mask {mask[index].shape} must have the same "
-                    f"[batch, sequence] shape.",
-                    pb_utils.TritonError.INVALID_ARG,
+        good = []
+        for index, (request_ids, request_mask) in enumerate(zip(ids, mask, strict=True)):
+            error = request_error(request_ids, request_mask, self.vocab_size)
+            if error is None:
+                good.append(index)
+            else:
+                responses[index] = pb_utils.InferenceResponse(
+                    error=pb_utils.TritonError(error, pb_utils.TritonError.INVALID_ARG)
                 )
-            )
-        good = [i for i in range(len(requests)) if i not in bad]
         if good:
             logits = self.classifier([ids[i] for i in good], [mask[i] for i in good])
             for index, values in zip(good, logits, strict=True):

@@ -1,5 +1,8 @@
-"""Triton Python-backend model ``postprocess``: logits in, softmax probabilities and label names out.
+"""Triton Python-backend model ``postprocess``: logits in, every public output of ``distilbert`` out.
 
+It takes the classifier's ``logits`` and the tokenizer's ``truncated`` flags, and returns ``LABEL``,
+``PROBABILITIES`` (softmax), ``LOGITS`` and ``TRUNCATED`` (both passed through). Emitting all public
+outputs from this last step is what lets a client request any subset of them (see ``pbtxt.py``).
 All requests of an ``execute`` call are processed as one array. The label names come from the
 checkpoint's ``id2label`` and are stored in the model's config as the ``labels`` parameter.
 
@@ -41,18 +44,22 @@ class TritonPythonModel:
         self.labels = json.loads(config["parameters"]["labels"]["string_value"])
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        logits = [pb_utils.get_input_tensor_by_name(r, "LOGITS").as_numpy() for r in requests]
-        probabilities = softmax(np.concatenate(logits).astype(np.float32, copy=False))
+        logits = [pb_utils.get_input_tensor_by_name(r, "logits").as_numpy() for r in requests]
+        truncated = [pb_utils.get_input_tensor_by_name(r, "truncated").as_numpy() for r in requests]
+        all_logits = np.concatenate(logits).astype(np.float32, copy=False)
+        probabilities = softmax(all_logits)
         labels = label_names(probabilities, self.labels)
         responses = []
         start = 0
-        for values in logits:
+        for values, flags in zip(logits, truncated, strict=True):
             stop = start + values.shape[0]
             responses.append(
                 pb_utils.InferenceResponse(
                     output_tensors=[
                         pb_utils.Tensor("LABEL", labels[start:stop]),
                         pb_utils.Tensor("PROBABILITIES", probabilities[start:stop]),
+                        pb_utils.Tensor("LOGITS", all_logits[start:stop]),
+                        pb_utils.Tensor("TRUNCATED", flags),
                     ]
                 )
             )

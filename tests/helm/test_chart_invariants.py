@@ -86,19 +86,34 @@ def test_cpu_only_profile_has_no_gpu_anything(render: Render) -> None:
 
 
 @pytest.mark.parametrize("scenario", [None, *SCENARIOS])
-def test_every_triton_container_has_probes_on_triton_health_endpoints(render: Render, scenario: str | None) -> None:
+def test_every_triton_container_probes_a_real_inference_and_startup_waits_for_health(
+    render: Render, scenario: str | None
+) -> None:
     deployments = serving_deployments(render(load_values(CI_DIR / scenario) if scenario else {}))
     assert deployments
     for dep in deployments:
         c = triton_container(dep)
         assert c["startupProbe"]["httpGet"]["path"] == "/v2/health/ready"
-        assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
-        assert c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+        for kind in ("readinessProbe", "livenessProbe"):
+            probe = c[kind]
+            command = probe["exec"]["command"]
+            assert command[:3] == ["python3", "-m", "distil.model_repository.probe"]
+            assert command[command.index("--port") + 1] == "8000"
+            # The kubelet's timeout leaves room for Python's start after the request's own timeout.
+            assert probe["timeoutSeconds"] >= int(command[command.index("--timeout") + 1]) + 2
+            assert probe["periodSeconds"] >= 5  # one one-word request per period: no meaningful load
         assert {p["name"]: p["containerPort"] for p in c["ports"]} == {
             "http": 8000,
             "grpc": 8001,
             "metrics": 8002,
         }
+
+
+def test_inference_probe_can_be_turned_off_for_the_health_endpoints(render: Render) -> None:
+    for dep in serving_deployments(render({"probes": {"inference": {"enabled": False}}})):
+        c = triton_container(dep)
+        assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+        assert c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)

@@ -113,11 +113,39 @@ BAD_REQUESTS: dict[str, tuple[Callable[[TritonServer], Any], str]] = {
         lambda s: _http_infer(s, "distilbert", [_text_input(httpclient, [b"a", b"b"], shape=[1, 2])]),
         r"(?i)unexpected shape for input 'TEXT'",
     ),
+    # Direct requests to the classifier share its dynamic batch with the good ensemble requests: an id
+    # outside the vocabulary would fail ONNX Runtime's Gather for the whole batch if not checked first.
+    "classifier: id outside the vocabulary": (
+        lambda s: _grpc_infer(s, "classifier", _classifier_inputs(grpcclient, [2, 1_000_000, 3], [1, 1, 1])),
+        r"input_ids holds 1000000, outside the vocabulary 0\.\.\d+",
+    ),
+    "classifier: negative id": (
+        lambda s: _http_infer(s, "classifier", _classifier_inputs(httpclient, [2, -7, 3], [1, 1, 1])),
+        r"input_ids holds -7, outside the vocabulary",
+    ),
+    "classifier: mask value other than 0 and 1": (
+        lambda s: _http_infer(s, "classifier", _classifier_inputs(httpclient, [2, 5, 3], [1, 2, 1])),
+        r"attention_mask holds values other than 0 and 1",
+    ),
+    "classifier: ids and mask of different lengths": (
+        lambda s: _http_infer(s, "classifier", _classifier_inputs(httpclient, [2, 5, 3], [1, 1])),
+        r"must have the same \[batch, sequence\] shape",
+    ),
     "unknown model": (
         lambda s: _http_infer(s, "distilbert-v9", [_text_input(httpclient, [b"hello"])]),
         r"(?i)unknown model",
     ),
 }
+
+
+def _classifier_inputs(module: Any, ids: list[int], mask: list[int]) -> list[Any]:
+    """A direct request to the ``classifier`` model (it is served too), as a client could send it."""
+    inputs = []
+    for name, values in (("input_ids", ids), ("attention_mask", mask)):
+        infer_input = module.InferInput(name, [1, len(values)], "INT64")
+        infer_input.set_data_from_numpy(np.array([values], dtype=np.int64))
+        inputs.append(infer_input)
+    return inputs
 
 
 def _int_input(module: Any) -> Any:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from distil.model_repository.backends.onnx_classifier import pad_and_stack
+from distil.model_repository.backends.onnx_classifier import pad_and_stack, request_error
 from distil.model_repository.backends.postprocess import label_names, softmax
 from distil.model_repository.backends.tokenizer import InvalidTextError, TextTokenizer, decode_texts
 
@@ -89,3 +90,29 @@ def test_bucket_padding_pads_the_batch_to_the_smallest_bucket_that_fits(tokenize
     assert tokenizer(["good " * 10]).input_ids.shape == (1, 16)
     assert tokenizer(["good " * 20]).input_ids.shape == (1, 32)  # past the last bucket: the max length
     assert tokenizer(["good " * 100]).input_ids.shape == (1, 32)
+
+
+def _ids(*rows: list[int]) -> np.ndarray:
+    return np.array(rows, dtype=np.int64)
+
+
+@pytest.mark.parametrize(
+    ("ids", "mask", "message"),
+    [
+        (_ids([10, 5, 12]), _ids([1, 1, 1]), None),
+        (_ids([10, 5, 12]), _ids([1, 1, 0]), None),
+        (_ids([10, 99, 12]), _ids([1, 1, 1]), "holds 99, outside the vocabulary 0..98"),
+        (_ids([10, -1, 12]), _ids([1, 1, 1]), "holds -1, outside"),
+        (_ids([1, 2, 3]), _ids([1, 2, 1]), "other than 0 and 1"),
+        (_ids([1, 2, 3]), _ids([1, 1]), "must have the same"),
+        (np.array([1, 2], dtype=np.int64), np.array([1, 1], dtype=np.int64), "shape \\[2\\]"),
+        (np.zeros((1, 0), dtype=np.int64), np.zeros((1, 0), dtype=np.int64), "sequence >= 1"),
+        (_ids([1, 2]).astype(np.int32), _ids([1, 1]), "dtype int32"),
+    ],
+)
+def test_classifier_request_check_names_what_is_wrong(ids: np.ndarray, mask: np.ndarray, message: str | None) -> None:
+    error = request_error(ids, mask, vocab_size=99)
+    if message is None:
+        assert error is None
+    else:
+        assert error is not None and re.search(message, error), error

@@ -22,7 +22,7 @@ def _configs(target: Target) -> dict[str, dict]:
     config = RepositoryConfig(target=target)
     return {
         "tokenizer": pbtxt.tokenizer_config(config, max_length=512, pad_id=0, pad_token="[PAD]"),
-        "classifier": pbtxt.classifier_config(config, num_labels=2, pad_id=0),
+        "classifier": pbtxt.classifier_config(config, num_labels=2, pad_id=0, vocab_size=30522),
         "postprocess": pbtxt.postprocess_config(config, LABELS),
         "distilbert": pbtxt.ensemble_config(config, num_labels=2),
     }
@@ -73,3 +73,20 @@ def test_a_misspelt_field_is_rejected_when_written_not_when_served() -> None:
     config["dynamic_batching"] = {"max_queue_delay_microsecond": 100}
     with pytest.raises(RepositoryError, match="max_queue_delay_microsecond"):
         pbtxt.to_text(config)
+
+
+@pytest.mark.parametrize("target", list(Target))
+def test_no_public_output_feeds_a_later_step_so_any_subset_can_be_requested(target: Target) -> None:
+    # Triton prunes steps backwards from unrequested outputs; a public output that is also a step's
+    # input loses its producer when left out, and the request deadlocks (Triton 2.51).
+    ensemble = pbtxt.parse_text((ASSETS / f"distilbert.{target.value}.pbtxt").read_text())
+    public = {o.name for o in ensemble.output}
+    consumed = {tensor for step in ensemble.ensemble_scheduling.step for tensor in step.input_map.values()}
+    produced = [tensor for step in ensemble.ensemble_scheduling.step for tensor in step.output_map.values()]
+    assert public.isdisjoint(consumed)
+    assert sorted(t for t in produced if t in public) == sorted(public)
+
+
+def test_cpu_classifier_requires_the_vocabulary_size_for_its_id_check() -> None:
+    with pytest.raises(RepositoryError, match="vocabulary size"):
+        pbtxt.classifier_config(RepositoryConfig(target=Target.cpu), num_labels=2, pad_id=0)

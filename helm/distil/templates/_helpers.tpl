@@ -221,6 +221,14 @@ affinity:
 {{- end }}
 
 {{/*
+The exec probe: one real inference through the ensemble (distil.model_repository.probe, stdlib only).
+*/}}
+{{- define "distil.inferenceProbe" -}}
+{{- $p := .Values.probes.inference -}}
+["python3", "-m", "distil.model_repository.probe", "--port", "{{ .Values.service.ports.http }}", "--model", {{ $p.model | quote }}, "--timeout", "{{ $p.requestTimeoutSeconds }}"]
+{{- end }}
+
+{{/*
 Pod template of one serving track: (dict "root" $ "track" $track) where $track comes from distil.tracks.
 */}}
 {{- define "distil.podTemplate" -}}
@@ -402,15 +410,29 @@ spec:
           path: /v2/health/ready
           port: http
         {{- toYaml $v.probes.startup | nindent 8 }}
+      {{- /* Triton 2.51 keeps its health endpoints at 200 when a Python-backend stub has died, so
+      readiness and liveness send one real inference through distilbert (an overload rejection counts
+      as alive): a pod with a broken inference path leaves the Service, then restarts. */}}
+      {{- $inference := $v.probes.inference }}
       readinessProbe:
+        {{- if $inference.enabled }}
+        exec:
+          command: {{ include "distil.inferenceProbe" $root }}
+        {{- else }}
         httpGet:
           path: /v2/health/ready
           port: http
+        {{- end }}
         {{- toYaml $v.probes.readiness | nindent 8 }}
       livenessProbe:
+        {{- if $inference.enabled }}
+        exec:
+          command: {{ include "distil.inferenceProbe" $root }}
+        {{- else }}
         httpGet:
           path: /v2/health/live
           port: http
+        {{- end }}
         {{- toYaml $v.probes.liveness | nindent 8 }}
       lifecycle:
         preStop:
