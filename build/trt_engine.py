@@ -26,6 +26,7 @@ import numpy as np
 from distil.build.model_source import file_sha256
 from distil.build.onnx_export import INPUT_NAMES
 from distil.errors import ConfigError, EngineBuildError
+from distil.model_repository.backends.tokenizer import bucket_for
 
 DEFAULT_BUCKETS = (64, 128, 256, 512)
 METADATA_SUFFIX = ".json"
@@ -220,7 +221,7 @@ def run_plan(plan_file: Path, batches: Sequence[tuple[np.ndarray, np.ndarray]], 
     results = []
     try:
         for input_ids, attention_mask in batches:
-            profile = buckets.index(bucket_length(input_ids.shape[1], buckets))
+            profile = buckets.index(bucket_for(input_ids.shape[1], buckets))
             context.set_optimization_profile_async(profile, stream)
             host = {
                 name: np.ascontiguousarray(array, dtype=trt.nptype(engine.get_tensor_dtype(name)))

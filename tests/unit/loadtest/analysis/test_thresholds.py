@@ -18,7 +18,6 @@ from distil.loadtest.analysis.thresholds import (
     values_overlay,
     values_overlay_yaml,
 )
-from distil.loadtest.record.prometheus import ModelMetrics
 from distil.loadtest.record.schema import RunResult
 
 # The overlay the Helm chart consumes, as agreed with the chart's authors (values are an example).
