@@ -38,7 +38,7 @@ def test_help_marks_required_options_and_lists_choices() -> None:
     build = _help("build-engines")
     assert "Required, except with --from-onnx." in build
     assert "<auto|on|off>" in build
-    assert "<inferenceRate|queueComputeRatio|cpu>" in _help("capacity")
+    assert "<inferenceRate|cpu>" in _help("capacity")
     assert "<p95|p99>" in _help("tune")
     assert "[required]" in _help("capacity")
 
