@@ -38,7 +38,7 @@ REPORT_JSON = "precision_report.json"
 REPORT_MD = "precision_report.md"
 SPEED_ROUNDS = 3
 # How many of the most sensitive MatMuls an INT8 form may keep in FP32, tried in this order.
-SENSITIVE_STEPS = (2, 4, 6, 9, 12)
+SENSITIVE_STEPS = (2, 4, 6, 9, 12, 16)
 FP16_RECIPE = "FP16 graph; LayerNorm, Softmax, reductions and the attention-mask arithmetic FP32"
 
 

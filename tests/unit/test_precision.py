@@ -55,11 +55,12 @@ def test_bad_text_data_is_a_clear_config_error(tmp_path: Path, name: str, conten
         text_data.load(path, text_data.BUILTIN_EVAL)
 
 
-def test_builtin_sets_are_real_varied_text() -> None:
+def test_builtin_sets_are_real_disjoint_sentences() -> None:
     calibration = text_data.load(text_data.BUILTIN, text_data.BUILTIN_CALIBRATION)
     evaluation = text_data.load(text_data.BUILTIN, text_data.BUILTIN_EVAL)
     lengths = [len(t.split()) for t in calibration.texts]
-    assert len(calibration.texts) >= 100 and min(lengths) < 10 and max(lengths) > 100
+    assert len(calibration.texts) == 512 and min(lengths) < 5 and max(lengths) > 40
+    assert len(evaluation.texts) > 1000 and not set(calibration.texts) & set(evaluation.texts)
     assert evaluation.labels is not None and set(evaluation.labels) == {"POSITIVE", "NEGATIVE"}
 
 
