@@ -144,7 +144,8 @@ def test_gate_rejects_a_class_shift_that_agreement_alone_would_pass() -> None:
     assert result.agreement == pytest.approx(0.992)
     assert result.class_shares[1] == pytest.approx(result.reference_class_shares[1] + 0.008)
     reasons = gate(result, GateConfig(max_logit_drift=1.0))
-    assert len(reasons) == 1 and "class shares" in reasons[0] and "moved 0.8 points > 0.5" in reasons[0]
+    assert len(reasons) == 1 and "class shares" in reasons[0] and "moved 0.8 points > 0.5, one way" in reasons[0]
+    assert result.class_flips[1] == (8, 0) and result.shift_p_value < 0.01
     # the same number of flips, half each way, is noise rather than bias: it passes
     balanced = reference.copy()
     both = np.concatenate([np.flatnonzero(top == 0)[:4], np.flatnonzero(top == 1)[:4]])
