@@ -221,7 +221,7 @@ def quantize_qdq(
                 calibrate_method=method,
                 op_types_to_quantize=list(QUANTIZED_OPS),
                 nodes_to_exclude=list(recipe.keep_fp32),
-                **({"calibration_cache_path": str(calibration_cache)} if calibration_cache else {}),
+                **_cache_option(quantize_static, calibration_cache),
                 extra_options={
                     "ActivationSymmetric": True,
                     "WeightSymmetric": True,
@@ -235,6 +235,15 @@ def quantize_qdq(
         except Exception as exc:  # ONNX Runtime raises plain exceptions from the quantizer
             raise BuildError(f"INT8 Q/DQ quantization of {source} failed: {type(exc).__name__}: {exc}") from exc
     return destination
+
+
+def _cache_option(quantize_static: Any, calibration_cache: Path | None) -> dict[str, str]:
+    """ONNX Runtime's calibration cache where this version has it (newer releases); else calibrate each time."""
+    import inspect
+
+    if calibration_cache is None or "calibration_cache_path" not in inspect.signature(quantize_static).parameters:
+        return {}
+    return {"calibration_cache_path": str(calibration_cache)}
 
 
 def quantize_dynamic_int8(source: Path, destination: Path, recipe: Int8Recipe = Int8Recipe()) -> Path:
