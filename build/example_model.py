@@ -198,12 +198,14 @@ def write_jsonl(path: Path, examples: Sequence[Example]) -> None:
 
 
 def builtin_sets(parts: dict[str, list[Example]]) -> tuple[list[str], list[Example]]:
-    """The precision gate's built-in data: calibration from the training split, evaluation = the test split.
+    """The precision gate's built-in data: calibration from the validation split, evaluation = the test split.
 
-    Disjoint by construction (different parts of one shuffle), and the evaluation sentences are the ones
-    the default recipe holds out, so the built-in gate measures the example model on text it never saw.
+    Disjoint by construction (different parts of one shuffle), and neither was trained on. Calibrating on
+    training sentences was measured to mislead the sensitivity search: the fine-tuned model is more
+    confident on them, so fewer predictions flip there (an INT8 form agreeing 99.5% on 512 training
+    sentences agreed 98.0% on the held-out ones).
     """
-    return [e.text for e in parts["train"][:BUILTIN_CALIBRATION_TEXTS]], parts["test"]
+    return [e.text for e in parts["validation"][:BUILTIN_CALIBRATION_TEXTS]], parts["test"]
 
 
 # --- the conversion -----------------------------------------------------------------------------

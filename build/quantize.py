@@ -49,6 +49,7 @@ class Int8Recipe:
 
     calibration: Calibration = Calibration.percentile
     percentile: float = 99.999
+    per_channel: bool = True  # weights: one scale per output channel (False: one per tensor)
     keep_fp32: tuple[str, ...] = ()  # MatMul/Gemm node names left unquantized
     kept_roles: tuple[str, ...] = ()  # what those nodes are, for the report
 
@@ -67,7 +68,8 @@ class Int8Recipe:
             )
             parts.append(f"{ranges} activation ranges")
         else:
-            parts.append("per-channel weights, activation scales per batch at run time")
+            weights = "per-channel" if self.per_channel else "per-tensor"
+            parts.append(f"{weights} weights, activation scales per batch at run time")
         if self.keep_fp32:
             roles = ", ".join(self.kept_roles) if self.kept_roles else ", ".join(self.keep_fp32)
             parts.append(f"{len(self.keep_fp32)} MatMul(s) kept FP32 by measured sensitivity: {roles}")
@@ -83,21 +85,34 @@ def weight_matmuls(model: Any) -> list[str]:
 
 
 def node_roles(model: Any) -> dict[str, str]:
-    """A readable role for each weight MatMul: what feeds it (GELU: an FFN output projection), and its layer."""
+    """A readable role for each weight MatMul, from what feeds it, in graph order.
+
+    In a BERT-style layer the MatMuls read, in order: the LayerNorm (Q, K, V projections), the
+    attention heads (attention output), the LayerNorm again (FFN input) and GELU (FFN output, which
+    ends the layer); Gemm nodes after the last layer are the classifier head.
+    """
     producers = {o: n for n in model.graph.node for o in n.output}
-    roles = {}
     weights = set(weight_matmuls(model))
+    roles = {}
+    layer, after_attention, qkv = 0, False, 0
     for node in model.graph.node:
         if node.name not in weights:
             continue
         source = producers.get(node.input[0])
         kind = source.op_type if source is not None else "input"
-        if kind == "Gelu" or (source is not None and "gelu" in node.input[0].lower()):
-            roles[node.name] = f"FFN output projection ({node.name})"
+        if kind == "Gelu" or "gelu" in node.input[0].lower():
+            roles[node.name] = f"layer {layer} FFN output"
+            layer, after_attention, qkv = layer + 1, False, 0
         elif node.op_type == "Gemm":
-            roles[node.name] = f"classifier head ({node.name})"
+            roles[node.name] = "classifier head"
+        elif kind == "LayerNormalization" and after_attention:
+            roles[node.name] = f"layer {layer} FFN input"
+        elif kind == "LayerNormalization":
+            roles[node.name] = f"layer {layer} attention {'QKV'[qkv] if qkv < 3 else 'projection'}"
+            qkv += 1
         else:
-            roles[node.name] = f"MatMul after {kind} ({node.name})"
+            roles[node.name] = f"layer {layer} attention output"
+            after_attention = True
     return roles
 
 
@@ -206,7 +221,7 @@ def quantize_qdq(
                 calibrate_method=method,
                 op_types_to_quantize=list(QUANTIZED_OPS),
                 nodes_to_exclude=list(recipe.keep_fp32),
-                **({"calibration_cache_path": str(calibration_cache)} if calibration_cache else {}),
+                **_cache_option(quantize_static, calibration_cache),
                 extra_options={
                     "ActivationSymmetric": True,
                     "WeightSymmetric": True,
@@ -222,6 +237,15 @@ def quantize_qdq(
     return destination
 
 
+def _cache_option(quantize_static: Any, calibration_cache: Path | None) -> dict[str, str]:
+    """ONNX Runtime's calibration cache where this version has it (newer releases); else calibrate each time."""
+    import inspect
+
+    if calibration_cache is None or "calibration_cache_path" not in inspect.signature(quantize_static).parameters:
+        return {}
+    return {"calibration_cache_path": str(calibration_cache)}
+
+
 def quantize_dynamic_int8(source: Path, destination: Path, recipe: Int8Recipe = Int8Recipe()) -> Path:
     """Int8 weights, dynamic activation scales: ONNX Runtime CPU's fast integer MatMul path."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -232,7 +256,7 @@ def quantize_dynamic_int8(source: Path, destination: Path, recipe: Int8Recipe = 
                 str(_clean_copy(source, Path(scratch))),
                 str(destination),
                 weight_type=QuantType.QInt8,
-                per_channel=True,
+                per_channel=recipe.per_channel,
                 op_types_to_quantize=list(QUANTIZED_OPS),
                 nodes_to_exclude=list(recipe.keep_fp32),
                 extra_options={"MatMulConstBOnly": True},

@@ -66,7 +66,7 @@ def test_snippets_are_labelled_by_the_sign_of_the_rating_and_split_disjointly(
     assert len(train & test) < 5  # only sentences that occur twice in the source data
 
 
-def test_builtin_gate_data_is_the_held_out_test_split_and_calibration_comes_from_training(
+def test_builtin_gate_data_is_the_held_out_test_split_and_calibration_comes_from_validation(
     snippets: list[example_model.Example],
 ) -> None:
     calibration, evaluation = example_model.builtin_sets(example_model.split(snippets, Recipe()))

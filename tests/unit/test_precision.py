@@ -55,11 +55,12 @@ def test_bad_text_data_is_a_clear_config_error(tmp_path: Path, name: str, conten
         text_data.load(path, text_data.BUILTIN_EVAL)
 
 
-def test_builtin_sets_are_real_varied_text() -> None:
+def test_builtin_sets_are_real_disjoint_sentences() -> None:
     calibration = text_data.load(text_data.BUILTIN, text_data.BUILTIN_CALIBRATION)
     evaluation = text_data.load(text_data.BUILTIN, text_data.BUILTIN_EVAL)
     lengths = [len(t.split()) for t in calibration.texts]
-    assert len(calibration.texts) >= 100 and min(lengths) < 10 and max(lengths) > 100
+    assert len(calibration.texts) == 512 and min(lengths) < 5 and max(lengths) > 40
+    assert len(evaluation.texts) > 1000 and not set(calibration.texts) & set(evaluation.texts)
     assert evaluation.labels is not None and set(evaluation.labels) == {"POSITIVE", "NEGATIVE"}
 
 
@@ -143,7 +144,8 @@ def test_gate_rejects_a_class_shift_that_agreement_alone_would_pass() -> None:
     assert result.agreement == pytest.approx(0.992)
     assert result.class_shares[1] == pytest.approx(result.reference_class_shares[1] + 0.008)
     reasons = gate(result, GateConfig(max_logit_drift=1.0))
-    assert len(reasons) == 1 and "class shares" in reasons[0] and "moved 0.8 points > 0.5" in reasons[0]
+    assert len(reasons) == 1 and "class shares" in reasons[0] and "moved 0.8 points > 0.5, one way" in reasons[0]
+    assert result.class_flips[1] == (8, 0) and result.shift_p_value < 0.01
     # the same number of flips, half each way, is noise rather than bias: it passes
     balanced = reference.copy()
     both = np.concatenate([np.flatnonzero(top == 0)[:4], np.flatnonzero(top == 1)[:4]])
