@@ -33,7 +33,7 @@ def demo(
     from distil.build.model_source import EXAMPLE, TINY
     from distil.build.pipeline import BuildConfig, build_engines
     from distil.model_repository.client import Classifier, Protocol
-    from distil.model_repository.server import ServerConfig, TritonServer, free_port
+    from distil.model_repository.server import ServerConfig, TritonServer
 
     quiet_libraries()
     with tempfile.TemporaryDirectory(prefix="distil-demo-") as scratch:
@@ -41,7 +41,7 @@ def demo(
         if model not in (TINY, EXAMPLE):
             raise ConfigError(f"--model {model!r}: the demo runs '{TINY}' or '{EXAMPLE}'.")
         result = build_engines(BuildConfig(model=model, output=repository), stage=stage)
-        config = ServerConfig(repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port())
+        config = ServerConfig.on_free_ports(repository)
         with stage("Starting tritonserver"):
             server = TritonServer(config).__enter__()
         try:

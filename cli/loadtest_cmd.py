@@ -127,11 +127,9 @@ def _served(repository: Path | None) -> Iterator[tuple[str | None, str | None, s
     if repository is None:
         yield None, None, None
         return
-    from distil.model_repository.server import ServerConfig, TritonServer, free_port
+    from distil.model_repository.server import ServerConfig, TritonServer
 
-    config = ServerConfig(
-        repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(), ready_timeout_s=180
-    )
+    config = ServerConfig.on_free_ports(repository, ready_timeout_s=180)
     server = TritonServer(config)
     try:
         with stage(f"Starting tritonserver on {repository}"):

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from distil.errors import ConfigError, ServerError
 from distil.model_repository.supervisor import Recovery, StubSupervisor, remove_regions
@@ -59,6 +60,12 @@ class ServerConfig:
         if self.ready_timeout_s <= 0:
             raise ConfigError("the readiness timeout must be positive.")
 
+    @classmethod
+    def on_free_ports(cls, repository: Path, **settings: Any) -> ServerConfig:
+        """A config whose HTTP, gRPC and metrics ports are three distinct ports free now on its host."""
+        http, grpc, metrics = free_ports(3, settings.get("host", "127.0.0.1"))
+        return cls(repository, http_port=http, grpc_port=grpc, metrics_port=metrics, **settings)
+
     @property
     def http_url(self) -> str:
         return f"{_url_host(self.host)}:{self.http_port}"
@@ -76,11 +83,22 @@ def _url_host(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "") else host
 
 
+def free_ports(count: int, host: str = "127.0.0.1") -> tuple[int, ...]:
+    """``count`` distinct ports the OS reports free now.
+
+    The sockets stay bound until all are chosen: a port released at once may be handed out again by
+    the next bind, and a server given the same port twice fails to start.
+    """
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)]
+        for sock in socks:
+            sock.bind((host, 0))
+        return tuple(int(sock.getsockname()[1]) for sock in socks)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port the OS reports free now (for tests and for callers that want any port)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1, host)[0]
 
 
 def check_port_free(host: str, port: int, what: str) -> None:

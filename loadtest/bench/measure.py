@@ -60,7 +60,7 @@ from distil.loadtest.record.prometheus import ModelMetrics
 from distil.loadtest.record.recorder import Recorder, StepRecord
 from distil.loadtest.record.schema import LoadMode, StepResult
 from distil.loadtest.record.scrape import metrics_endpoint, scrape
-from distil.model_repository.server import ServerConfig, TritonServer, free_port
+from distil.model_repository.server import ServerConfig, TritonServer
 
 Progress = Callable[[str], None]
 
@@ -252,13 +252,7 @@ def run_bench(config: BenchConfig, progress: Progress = lambda _: None) -> Bench
     paths: list[BenchPath] = []
     with tempfile.TemporaryDirectory(prefix="distil-bench-") as tmp:
         work = Path(tmp)
-        server_config = ServerConfig(
-            config.repository,
-            http_port=free_port(),
-            grpc_port=free_port(),
-            metrics_port=free_port(),
-            ready_timeout_s=300,
-        )
+        server_config = ServerConfig.on_free_ports(config.repository, ready_timeout_s=300)
         with _maybe_triton(server_config, any(k in config.kinds for k in SERVED), progress) as server:
             if EAGER in config.kinds:
                 try:

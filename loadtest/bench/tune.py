@@ -37,7 +37,7 @@ from distil.loadtest.drive.protocol import HttpRequester, Target
 from distil.loadtest.record.percentiles import Percentile
 from distil.model_repository import pbtxt
 from distil.model_repository.config import CLASSIFIER, ENSEMBLE, POSTPROCESS, TOKENIZER
-from distil.model_repository.server import ServerConfig, TritonServer, free_port
+from distil.model_repository.server import ServerConfig, TritonServer
 
 Progress = Callable[[str], None]
 PREFERRED = ("none", "max", "half")  # preferred_batch_size: none, [max], [max/2, max]
@@ -248,9 +248,7 @@ class _Tuner:
 
     def measure(self, point: TunePoint, stage: str, duration_s: float) -> Trial:
         apply_point(self.copy, self.classifier, point)
-        server_config = ServerConfig(
-            self.copy, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(), ready_timeout_s=300
-        )
+        server_config = ServerConfig.on_free_ports(self.copy, ready_timeout_s=300)
         target = Target(server_config.host, server_config.http_port)
         with TritonServer(server_config):
             users = self.config.concurrency

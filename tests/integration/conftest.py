@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from distil.model_repository.config import RepositoryConfig
-from distil.model_repository.server import ServerConfig, TritonServer, free_port
+from distil.model_repository.server import ServerConfig, TritonServer
 from tests.conftest import Reference, build_repository
 
 pytestmark = pytest.mark.integration
@@ -20,11 +20,8 @@ BATCHING_DELAY_US = 30_000
 
 
 def start_server(repository: Path) -> TritonServer:
-    config = ServerConfig(
+    config = ServerConfig.on_free_ports(
         repository,
-        http_port=free_port(),
-        grpc_port=free_port(),
-        metrics_port=free_port(),
         ready_timeout_s=120,
     )
     return TritonServer(config).__enter__()

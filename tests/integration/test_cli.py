@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from distil.cli.app import app
 from distil.model_repository.client import Classifier, Protocol
-from distil.model_repository.server import TritonServer, free_port
+from distil.model_repository.server import TritonServer, free_port, free_ports
 from tests.conftest import Reference
 from tests.integration.conftest import start_server
 
@@ -147,7 +147,7 @@ def _wait_for_line(process: subprocess.Popen[str], needle: str, timeout_s: float
 
 
 def test_serve_prints_endpoints_serves_and_stops_cleanly_on_sigterm(batching_repository: Path) -> None:
-    ports = (free_port(), free_port(), free_port())
+    ports = free_ports(3)
     process = _serve(batching_repository, *ports)
     try:
         lines = _wait_for_line(process, "Press Ctrl-C")
@@ -171,7 +171,7 @@ def test_serve_reports_a_port_in_use(batching_repository: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        process = _serve(batching_repository, port, free_port(), free_port())
+        process = _serve(batching_repository, port, *free_ports(2))
         _, stderr = process.communicate(timeout=60)
     assert process.returncode == 1
     assert f"HTTP port {port} is already in use" in stderr and "Traceback" not in stderr
@@ -181,7 +181,7 @@ def test_serve_reports_the_model_error_from_tritons_log(batching_repository: Pat
     broken = tmp_path / "broken"
     shutil.copytree(batching_repository, broken)
     (broken / "classifier" / "1" / "model.onnx").write_bytes(b"this is not an onnx model")
-    process = _serve(broken, free_port(), free_port(), free_port())
+    process = _serve(broken, *free_ports(3))
     _, stderr = process.communicate(timeout=180)
     assert process.returncode == 1
     assert "classifier" in stderr and "failed to load" in stderr.lower()

@@ -111,9 +111,7 @@ class _ChartTriton(TritonServer):
 
 @pytest.fixture(scope="module")
 def triton(tiny_repository: Path, chart: Chart) -> Iterator[TritonServer]:
-    config = ServerConfig(
-        tiny_repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(), ready_timeout_s=120
-    )
+    config = ServerConfig.on_free_ports(tiny_repository, ready_timeout_s=120)
     server = _ChartTriton(config, chart.metrics_args)
     server.start()
     try:

@@ -26,7 +26,7 @@ import yaml
 from tritonclient.utils import InferenceServerException
 
 from distil.model_repository import pbtxt
-from distil.model_repository.server import ServerConfig, TritonServer, free_port
+from distil.model_repository.server import ServerConfig, TritonServer
 from distil.model_repository.supervisor import SHM_DIR, Stub, stubs_of
 from tests.helm.chart_helpers import CHART_DIR, HELM_MISSING, serving_deployments
 
@@ -37,11 +37,8 @@ STUB_MODELS = ("tokenizer", "classifier", "postprocess")
 
 
 def _start(repository: Path, self_heal: bool) -> TritonServer:
-    config = ServerConfig(
+    config = ServerConfig.on_free_ports(
         repository,
-        http_port=free_port(),
-        grpc_port=free_port(),
-        metrics_port=free_port(),
         ready_timeout_s=120,
         self_heal=self_heal,
         # Triton 2.51 never finishes unloading a model version whose stub died, so its shutdown
