@@ -267,30 +267,24 @@ def run_bench(config: BenchConfig, progress: Progress = lambda _: None) -> Bench
                 if server is not None:
                     ensemble = info.ensembles[precision]
                     endpoint = metrics_endpoint(server_config.metrics_url)
-                    if TRITON_HTTP in config.kinds:
-                        target = Target(server_config.host, server_config.http_port)
-                        paths.append(
-                            BenchPath(
-                                f"{TRITON_HTTP}-{precision}",
-                                TRITON_HTTP,
-                                precision,
-                                lambda t=target, e=ensemble: HttpRequester(
-                                    t, e, binary=True, timeout_s=config.request_timeout_s
-                                ),  # type: ignore[misc]
-                                endpoint,
-                            )
-                        )
-                    if TRITON_GRPC in config.kinds:
-                        target = Target(server_config.host, server_config.grpc_port)
-                        paths.append(
-                            BenchPath(
-                                f"{TRITON_GRPC}-{precision}",
-                                TRITON_GRPC,
-                                precision,
-                                functools.partial(GrpcRequester, target, ensemble, config.request_timeout_s),
-                                endpoint,
-                            )
-                        )
+                    clients: dict[str, Callable[[], Requester]] = {
+                        TRITON_HTTP: functools.partial(
+                            HttpRequester,
+                            Target(server_config.host, server_config.http_port),
+                            ensemble,
+                            binary=True,
+                            timeout_s=config.request_timeout_s,
+                        ),
+                        TRITON_GRPC: functools.partial(
+                            GrpcRequester,
+                            Target(server_config.host, server_config.grpc_port),
+                            ensemble,
+                            config.request_timeout_s,
+                        ),
+                    }
+                    for kind, client in clients.items():
+                        if kind in config.kinds:
+                            paths.append(BenchPath(f"{kind}-{precision}", kind, precision, client, endpoint))
             # The server's processes count for every path: idle, they should cost the in-process paths nothing.
             watched = ((server.pid, None),) if server is not None and server.pid else ()
             for path in paths:
