@@ -1,8 +1,9 @@
 """Capacity of one replica, the knee and the saturation behaviour, read from a recorded run.
 
-Pure functions over :mod:`distil.loadtest.record` records. Capacity follows issue 3's rule:
-the highest achieved (successful) throughput among steps whose chosen latency percentile is
-within the SLO and whose error rate is within the budget. When no step qualifies the answer is a
+Pure functions over :mod:`distil.loadtest.record` records. Capacity is the highest achieved
+(successful) throughput among steps whose chosen latency percentile is within the SLO and whose
+error rate is within the budget, counting a step only when the next lighter load level met them too,
+so one lucky step cannot set it. When no step qualifies the answer is a
 :class:`CapacityResult` whose message names the step that came closest and what to do next; it
 is not an exception, because "this replica cannot meet that SLO" is a finding, not a failure.
 """
@@ -205,7 +206,9 @@ def judge_step(step: StepResult, criteria: CapacityCriteria) -> StepVerdict:
 def find_capacity(
     steps: Sequence[StepResult], criteria: CapacityCriteria, cross_check: Sequence[CrossCheckLevel] = ()
 ) -> CapacityResult:
-    """Highest achieved rps among qualifying steps; a no-capacity result naming the closest step otherwise.
+    """Highest achieved rps among confirmed qualifying steps; a no-capacity result naming the closest step otherwise.
+
+    A qualifying step is confirmed when the next lighter load level qualified too (see ``_confirmed``).
 
     ``cross_check`` (perf_analyzer's levels, when the run has them) can show the client limited a step.
     """
@@ -224,8 +227,23 @@ def find_capacity(
             verdicts=verdicts,
             message=_no_capacity_message(closest, verdicts, criteria),
         )
-    best = max(qualifying, key=lambda v: v.step.achieved_rps)  # max() keeps the lightest of equals
     warnings: list[str] = []
+    confirmed = [v for v in qualifying if _confirmed(v, verdicts)]
+    if confirmed:
+        best = max(confirmed, key=lambda v: v.step.achieved_rps)  # max() keeps the lightest of equals
+    else:
+        best = qualifying[0]
+        warnings.append(
+            "No qualifying step is confirmed by the next lighter step also qualifying, so the lightest qualifying "
+            f"step ({best.step.index}) is taken. The run is too noisy to trust: rerun with longer steps."
+        )
+    unconfirmed = [v for v in qualifying if v not in confirmed and v.step.achieved_rps > best.step.achieved_rps]
+    if unconfirmed:
+        warnings.append(
+            f"Step(s) {_join([v.step.index for v in unconfirmed])} also met the SLO, at up to "
+            f"{max(v.step.achieved_rps for v in unconfirmed):.1f} rps, but the next lighter step did not, so one "
+            "step would decide it: not counted. Rerun with longer steps to tell noise from capacity."
+        )
     failing_below = [v.step.index for v in verdicts if load_level(v.step) < load_level(best.step) and not v.qualifies]
     if failing_below:
         warnings.append(
@@ -248,6 +266,9 @@ def find_capacity(
         f"≤ {criteria.slo_ms:g} ms, "
         f"error rate {best.step.error_rate:.2%} ≤ {criteria.error_budget:.2%}."
     )
+    evidence = _evidence(best, verdicts)
+    if evidence:
+        message += f" {evidence}"
     if lower_bound:
         message += f" This is a lower bound: {lower_bound}."
     return CapacityResult(
@@ -262,6 +283,36 @@ def find_capacity(
     )
 
 
+def _lighter_neighbours(verdict: StepVerdict, verdicts: Sequence[StepVerdict]) -> list[StepVerdict]:
+    """The verdicts of the steps at the nearest load level below ``verdict``'s (none for the lightest)."""
+    lighter = [v for v in verdicts if load_level(v.step) < load_level(verdict.step)]
+    if not lighter:
+        return []
+    nearest = max(load_level(v.step) for v in lighter)
+    return [v for v in lighter if load_level(v.step) == nearest]
+
+
+def _confirmed(verdict: StepVerdict, verdicts: Sequence[StepVerdict]) -> bool:
+    """A qualifying step counts when the next lighter load level also qualified (or it is the lightest).
+
+    One lucky step above a failing one is then not enough to set capacity, and one unlucky light step
+    (a warm-up hiccup) only costs the step right above it.
+    """
+    neighbours = _lighter_neighbours(verdict, verdicts)
+    return not neighbours or any(v.qualifies for v in neighbours)
+
+
+def _evidence(best: StepVerdict, verdicts: Sequence[StepVerdict]) -> str:
+    """Which lighter step confirms the capacity step, for the message."""
+    neighbours = [v for v in _lighter_neighbours(best, verdicts) if v.qualifies]
+    if not neighbours:
+        return ""
+    return (
+        f"Confirmed by the next lighter step, {neighbours[0].step.index} ({neighbours[0].step.load_label}), "
+        "also meeting the SLO."
+    )
+
+
 def _lower_bound(best: StepResult, ordered: Sequence[StepResult], cross_check: Sequence[CrossCheckLevel]) -> str | None:
     """Why the best qualifying step shows less than the replica's capacity, if it does."""
     reasons = []
@@ -273,10 +324,10 @@ def _lower_bound(best: StepResult, ordered: Sequence[StepResult], cross_check: S
         )
     if load_level(best) >= load_level(ordered[-1]):
         reasons.append("the heaviest step tested still met the SLO, so the SLO was not reached: test heavier load")
-    if best.client_bound:
+    if best.client_limit:
         reasons.append(
-            f"the load generator used {best.client_cpu:.2f} cores at that step, so it, not the server, may have "
-            "limited it: rerun with the client on other cores, or cross-check with --cross-check"
+            f"{best.client_limit}, so it, not the server, may have limited that step: rerun with the client on "
+            "another machine, or cross-check with --cross-check"
         )
     return "; and ".join(reasons) or None
 

@@ -129,17 +129,61 @@ def test_a_step_without_any_success_is_never_closest_by_latency() -> None:
     assert result.closest is not None and result.closest.step.index == 1
 
 
-def test_capacity_warns_when_a_lighter_step_failed() -> None:
+def test_one_lucky_step_above_a_failing_one_does_not_set_capacity() -> None:
+    steps = [
+        _open_step(0, 100.0, 100.0, p95=20.0),
+        _open_step(1, 200.0, 200.0, p95=140.0),
+        _open_step(2, 300.0, 300.0, p95=60.0),  # lucky, or the step before was a hiccup: one step cannot tell
+    ]
+
+    result = find_capacity(steps, CapacityCriteria(slo_ms=100.0))
+
+    assert result.step is not None and result.step.index == 0
+    assert any("Step(s) 2 also met the SLO, at up to 300.0 rps" in w and "not counted" in w for w in result.warnings)
+    assert not result.is_lower_bound  # step 0 is not the heaviest step
+
+
+def test_two_passing_steps_above_one_hiccup_set_capacity_with_a_warning() -> None:
     steps = [
         _open_step(0, 100.0, 100.0, p95=20.0),
         _open_step(1, 200.0, 200.0, p95=140.0),  # a hiccup
         _open_step(2, 300.0, 300.0, p95=60.0),
+        _open_step(3, 400.0, 390.0, p95=80.0),  # confirmed by step 2
+        _open_step(4, 500.0, 420.0, p95=300.0),
+    ]
+
+    result = find_capacity(steps, CapacityCriteria(slo_ms=100.0))
+
+    assert result.step is not None and result.step.index == 3
+    assert "Confirmed by the next lighter step, 2 (300 rps)" in result.message
+    assert any("lighter step(s) 1 did not" in w for w in result.warnings)
+
+
+def test_a_hiccup_at_the_lightest_step_costs_only_the_step_above_it() -> None:
+    steps = [
+        _open_step(0, 100.0, 100.0, p95=400.0),  # warm-up
+        _open_step(1, 200.0, 200.0, p95=40.0),
+        _open_step(2, 300.0, 300.0, p95=60.0),
+        _open_step(3, 400.0, 330.0, p95=250.0),
     ]
 
     result = find_capacity(steps, CapacityCriteria(slo_ms=100.0))
 
     assert result.step is not None and result.step.index == 2
-    assert any("lighter step(s) 1 did not" in w for w in result.warnings)
+
+
+def test_a_run_where_no_qualifying_step_is_confirmed_takes_the_lightest_and_says_so() -> None:
+    steps = [
+        _open_step(0, 100.0, 100.0, p95=400.0),
+        _open_step(1, 200.0, 200.0, p95=40.0),
+        _open_step(2, 300.0, 300.0, p95=400.0),
+        _open_step(3, 400.0, 400.0, p95=40.0),
+    ]
+
+    result = find_capacity(steps, CapacityCriteria(slo_ms=100.0))
+
+    assert result.step is not None and result.step.index == 1
+    assert any("too noisy" in w for w in result.warnings)
 
 
 def test_capacity_warns_when_steps_are_too_short_for_the_percentile() -> None:
