@@ -112,7 +112,8 @@ def batching_model(run: RunResult) -> str | None:
 def _client(step: StepResult) -> str:
     if step.client_cpu is None:
         return "–"
-    return f"{step.client_cpu:.2f}" + (" CLIENT-BOUND" if step.client_bound else "")
+    machine = "" if step.host_cpu is None or not step.host_cores else f" / {step.host_cpu:.2f} of {step.host_cores}"
+    return f"{step.client_cpu:.2f}{machine}" + (" CLIENT-BOUND" if step.client_bound else "")
 
 
 def step_table(run: RunResult, analysis: Analysis) -> Table:
@@ -130,7 +131,7 @@ def step_table(run: RunResult, analysis: Analysis) -> Table:
         *(f"{p.value} ms" for p in Percentile),
         "max ms",
         "Late",
-        "Client CPU (cores)",
+        "CPU cores: client / machine",
         "Meets SLO",
         f"{model} avg batch",
         f"{model} queue:compute",
@@ -205,7 +206,7 @@ def build_blocks(
             Paragraph(
                 "Each closed-loop level again through perf_analyzer (C++, native threads), same server, texts and "
                 "duration, after distil's run. Where the two agree, the Python client was not the limit; where "
-                "distil reports less, the client was (see the client CPU column above)."
+                "distil reports less, the client was (see the CPU column above)."
             ),
             Table(CROSS_CHECK_COLUMNS, tuple(cross_check_rows(run))),
         ]

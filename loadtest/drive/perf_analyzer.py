@@ -19,16 +19,18 @@ from __future__ import annotations
 import csv
 import json
 import os
+import resource
 import shutil
 import subprocess
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from distil.errors import LoadTestError
 from distil.loadtest.drive.corpus import TextSampler, read_corpus
 from distil.loadtest.drive.protocol import TEXT, Transport, default_port, parse_target
 from distil.loadtest.drive.shapes import LoadTestConfig
+from distil.loadtest.record.cpu import CpuSnapshot, CpuUse
 from distil.loadtest.record.schema import CrossCheckLevel, LoadMode
 
 ENV = "DISTIL_PERF_ANALYZER"
@@ -125,7 +127,20 @@ def command(
         str(_WINDOWS),
         "-f",
         str(csv_path),
+        *_tensor_format(config.transport),
     ]
+
+
+def _tensor_format(transport: Transport) -> list[str]:
+    """perf_analyzer's HTTP client sends binary tensors unless told otherwise: match distil's protocol.
+
+    JSON tensors cost the server CPU to parse and write, so comparing distil's JSON run with
+    perf_analyzer's binary one would charge the protocol's cost to the client.
+    """
+    if transport is Transport.grpc:
+        return []
+    fmt = "json" if transport is Transport.http else "binary"
+    return ["--input-tensor-format", fmt, "--output-tensor-format", fmt]
 
 
 def read_csv(path: Path, concurrency: int) -> CrossCheckLevel:
@@ -166,14 +181,31 @@ def cross_check(
         with log.open("a", encoding="utf-8") as handle:
             handle.write("$ " + " ".join(args) + "\n")
             handle.flush()
+            before, children = CpuSnapshot.now(), _children_cpu_s()
             done = subprocess.run(
                 args, stdout=handle, stderr=subprocess.STDOUT, env=tool.env(), timeout=step[1] * 4 + 60, check=False
             )
+            after = CpuSnapshot.now()
         if done.returncode != 0 or not csv_path.exists():
             tail = "\n".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-15:])
             raise LoadTestError(f"perf_analyzer failed at concurrency {step[0]} (exit {done.returncode}):\n{tail}")
-        levels.append(read_csv(csv_path, step[0]))
+        # CPU over perf_analyzer's whole run, its start-up and warm-up included.
+        wall = after.wall_s - before.wall_s
+        use = CpuUse.between(before, after)
+        levels.append(
+            replace(
+                read_csv(csv_path, step[0]),
+                client_cpu=(_children_cpu_s() - children) / wall,
+                host_cpu=None if use is None else use.host_cores,
+            )
+        )
     return tuple(levels)
+
+
+def _children_cpu_s() -> float:
+    """User + system seconds of this process's finished children (perf_analyzer, once it has exited)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _unique_levels(config: LoadTestConfig) -> Sequence[tuple[int, float]]:

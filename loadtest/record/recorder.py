@@ -2,8 +2,8 @@
 
 Locust rounds response times and the open-loop scheduler has no statistics of its own, so both
 write here: the latency of every successful request (from ``perf_counter_ns``), the count of
-requests sent and completed, errors by kind, when each success completed, and the CPU time the
-generating process spent. A request belongs to the step in which it was sent (or, open loop, was due
+requests sent and completed, errors by kind, when each success completed, and the CPU the
+generating process and its machine spent. A request belongs to the step in which it was sent (or, open loop, was due
 to be sent); one that completes after its step's window still counts in its latency record, but not
 in the step's throughput: it is *late*, so an overloaded server is never credited with the offered
 rate. The record turns into :class:`StepResult` objects, and travels between processes as JSON
@@ -16,9 +16,10 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from distil.loadtest.record.cpu import CpuSnapshot, CpuUse
 from distil.loadtest.record.percentiles import latency_percentiles
 from distil.loadtest.record.prometheus import metrics_delta, parse_triton_metrics
 from distil.loadtest.record.schema import LoadMode, StepResult
@@ -39,11 +40,10 @@ class StepRecord:
     metrics_before: str | None = None
     metrics_after: str | None = None
     done_s: list[float] = field(default_factory=list)  # monotonic completion time of each success
-    # The generating process's CPU time (user + system) and the monotonic clock when the step began,
-    # then the CPU seconds it spent until the step was closed and the wall seconds that took.
-    cpu_start: tuple[float, float] | None = None
-    cpu_s: float | None = None
-    cpu_wall_s: float | None = None
+    # CPU clocks when the step began, then the cores the generator and the machine kept busy until the
+    # step was closed.
+    cpu_start: CpuSnapshot | None = None
+    cpu: CpuUse | None = None
 
     @property
     def completed(self) -> int:
@@ -62,8 +62,7 @@ class StepRecord:
             "metrics_before": self.metrics_before,
             "metrics_after": self.metrics_after,
             "done_s": self.done_s,
-            "cpu_s": self.cpu_s,
-            "cpu_wall_s": self.cpu_wall_s,
+            "cpu": None if self.cpu is None else asdict(self.cpu),
         }
 
     @classmethod
@@ -80,8 +79,7 @@ class StepRecord:
             metrics_before=data.get("metrics_before"),
             metrics_after=data.get("metrics_after"),
             done_s=[float(v) for v in data.get("done_s", [])],
-            cpu_s=None if data.get("cpu_s") is None else float(data["cpu_s"]),
-            cpu_wall_s=None if data.get("cpu_wall_s") is None else float(data["cpu_wall_s"]),
+            cpu=None if data.get("cpu") is None else CpuUse(**data["cpu"]),
         )
 
     def to_result(self, mode: LoadMode) -> StepResult:
@@ -109,7 +107,9 @@ class StepRecord:
             target_rps=None if closed else self.level,
             server=server,
             late=late,
-            client_cpu=self.cpu_s / self.cpu_wall_s if self.cpu_s is not None and self.cpu_wall_s else None,
+            client_cpu=None if self.cpu is None else self.cpu.client_cores,
+            host_cpu=None if self.cpu is None else self.cpu.host_cores,
+            host_cores=None if self.cpu is None else self.cpu.host_core_count,
         )
 
 
@@ -136,7 +136,7 @@ class Recorder:
                 level=level,
                 start_s=now_s,
                 metrics_before=metrics,
-                cpu_start=(time.process_time(), time.monotonic()),
+                cpu_start=CpuSnapshot.now(),
             )
             self.steps.append(step)
             return step
@@ -188,13 +188,13 @@ def progress_line(step: StepRecord, mode: LoadMode) -> dict[str, Any]:
         "duration_s": result.duration_s,
         "late": result.late,
         "client_cpu": result.client_cpu,
+        "host_cpu": result.host_cpu,
+        "host_cores": result.host_cores,
         "client_bound": result.client_bound,
     }
 
 
 def _close_cpu(step: StepRecord) -> None:
-    """The generator's CPU over the step, measured once, when the step is closed."""
-    if step.cpu_start is not None and step.cpu_s is None:
-        cpu, wall = step.cpu_start
-        step.cpu_s = time.process_time() - cpu
-        step.cpu_wall_s = time.monotonic() - wall
+    """The generator's and the machine's CPU over the step, measured once, when the step is closed."""
+    if step.cpu_start is not None and step.cpu is None:
+        step.cpu = CpuUse.between(step.cpu_start, CpuSnapshot.now())

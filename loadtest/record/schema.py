@@ -22,14 +22,19 @@ from distil.loadtest.record.fields import number, optional_number
 from distil.loadtest.record.percentiles import LatencyPercentiles
 from distil.loadtest.record.prometheus import COUNTER_FIELDS, ModelMetrics
 
-SCHEMA_VERSION = 2
-# Version 1 records (before late completions, the generator's CPU and the latency maximum) still read.
-READABLE_VERSIONS = (1, 2)
-# The load generator is one Python process (Locust's gevent loop, or the open-loop threads under one
-# GIL): near one core busy, it cannot send faster, and on a machine it shares with the server every
-# core it takes is one the server lacks. Above this share of a core, a step's throughput and latency
-# describe the client as much as the server.
+SCHEMA_VERSION = 3
+# Version 1 records (before late completions, the generator's CPU and the latency maximum) and version 2
+# records (before the machine's CPU) still read.
+READABLE_VERSIONS = (1, 2, 3)
+# When a step describes the load generator as much as the server (see StepResult.client_limit):
+# the generator is one Python process (Locust's gevent loop, or the open-loop threads under one GIL),
+# so near one busy core it cannot send faster;
 CLIENT_BOUND_CORES = 0.75
+# and on a saturated machine (this share of its cores busy) every core the generator takes is one the
+# server lacks, where they share the machine, or the generator was starved, where it runs apart. Above
+# this share of the busy CPU, the server could have done about 10% more (the cross-check's rule).
+HOST_SATURATED = 0.90
+CLIENT_SHARE_OF_HOST = 0.10
 
 
 class LoadMode(str, Enum):
@@ -66,6 +71,8 @@ class StepResult:
     server: Mapping[str, ModelMetrics] = field(default_factory=dict)
     late: int = 0
     client_cpu: float | None = None
+    host_cpu: float | None = None
+    host_cores: int | None = None
 
     def __post_init__(self) -> None:
         where = f"Step {self.index}"
@@ -93,9 +100,29 @@ class StepResult:
         object.__setattr__(self, "server", dict(self.server))
 
     @property
+    def client_limit(self) -> str | None:
+        """Why the load generator, not the server, may have limited this step; None when nothing says so."""
+        if self.client_cpu is None:
+            return None
+        if self.client_cpu >= CLIENT_BOUND_CORES:
+            return f"the load generator used {self.client_cpu:.2f} cores, near the one core its Python loop can use"
+        if (
+            self.host_cpu is not None
+            and self.host_cores
+            and self.host_cpu >= HOST_SATURATED * self.host_cores
+            and self.client_cpu >= CLIENT_SHARE_OF_HOST * self.host_cpu
+        ):
+            return (
+                f"the load generator's machine was saturated ({self.host_cpu:.2f} of {self.host_cores} cores busy, "
+                f"{self.client_cpu:.2f} of them the generator's): where the server shares that machine, the "
+                "generator took CPU the server needed"
+            )
+        return None
+
+    @property
     def client_bound(self) -> bool:
-        """The load generator was near a full core: it, not the server, may have limited this step."""
-        return self.client_cpu is not None and self.client_cpu >= CLIENT_BOUND_CORES
+        """The load generator, not the server, may have limited this step (``client_limit`` says why)."""
+        return self.client_limit is not None
 
     @property
     def error_count(self) -> int:
@@ -141,6 +168,8 @@ class StepResult:
             "server": {model: metrics.counters() for model, metrics in sorted(self.server.items())},
             "late": self.late,
             "client_cpu": self.client_cpu,
+            "host_cpu": self.host_cpu,
+            "host_cores": self.host_cores,
             "client_bound": self.client_bound,
         }
 
@@ -165,6 +194,8 @@ class StepResult:
                 },
                 late=int(data.get("late") or 0),
                 client_cpu=optional_number(data.get("client_cpu"), "client_cpu"),
+                host_cpu=optional_number(data.get("host_cpu"), "host_cpu"),
+                host_cores=None if data.get("host_cores") is None else int(data["host_cores"]),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise LoadTestError(f"Step record {data.get('index', '?')} is malformed: {exc!r}.") from exc
@@ -179,6 +210,8 @@ class CrossCheckLevel:
     p50_ms: float | None
     p95_ms: float | None
     p99_ms: float | None
+    client_cpu: float | None = None  # perf_analyzer's own cores over its run
+    host_cpu: float | None = None  # busy cores of the machine it ran on
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -187,6 +220,8 @@ class CrossCheckLevel:
             "p50_ms": self.p50_ms,
             "p95_ms": self.p95_ms,
             "p99_ms": self.p99_ms,
+            "client_cpu": self.client_cpu,
+            "host_cpu": self.host_cpu,
         }
 
     @classmethod
@@ -197,6 +232,8 @@ class CrossCheckLevel:
             p50_ms=optional_number(data.get("p50_ms"), "cross_check.p50_ms"),
             p95_ms=optional_number(data.get("p95_ms"), "cross_check.p95_ms"),
             p99_ms=optional_number(data.get("p99_ms"), "cross_check.p99_ms"),
+            client_cpu=optional_number(data.get("client_cpu"), "cross_check.client_cpu"),
+            host_cpu=optional_number(data.get("host_cpu"), "cross_check.host_cpu"),
         )
 
 

@@ -26,6 +26,8 @@ STEP_CSV_COLUMNS = (
     "max_ms",
     "late",
     "client_cpu",
+    "host_cpu",
+    "host_cores",
     "client_bound",
 )
 _SERVER_CSV_FIELDS = ("avg_batch_size", "queue_compute_ratio", "avg_queue_ms", "avg_compute_ms")
@@ -61,6 +63,8 @@ def write_steps_csv(steps: Sequence[StepResult], path: Path) -> Path:
                 "max_ms": step.latency.max_ms,
                 "late": step.late,
                 "client_cpu": step.client_cpu,
+                "host_cpu": step.host_cpu,
+                "host_cores": step.host_cores,
                 "client_bound": step.client_bound,
             }
             for model, metrics in step.server.items():

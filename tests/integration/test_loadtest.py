@@ -58,6 +58,32 @@ def test_grpc_run_with_an_impossible_slo_fails_the_ci_gate(server: TritonServer,
     assert step["requests"] > 0 and step["errors"] == {}
 
 
+def test_the_machines_cpu_figure_includes_a_busy_process_beside_the_run(server: TritonServer, tmp_path: Path) -> None:
+    """A CPU-bound process runs beside a one-user step: the step's machine figure must show that core busy."""
+    import os
+    import subprocess
+    import sys
+
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        result = runner.invoke(
+            app,
+            [
+                "loadtest", "run", "--url", server.config.http_url, "--metrics-url", _metrics(server),
+                "--levels", "1", "--shape", "constant", "--duration", "3", "--out", str(tmp_path),
+            ],
+        )  # fmt: skip
+    finally:
+        hog.kill()
+        hog.wait()
+    assert result.exit_code == 0, result.output
+    step = json.loads((tmp_path / "run.json").read_text())["steps"][0]
+    assert step["host_cores"] == os.cpu_count()
+    # The busy loop alone keeps most of a core busy; the server and the generator add to it.
+    assert step["host_cpu"] >= max(0.8, step["client_cpu"]), step
+    assert step["host_cpu"] <= step["host_cores"] + 0.05, step
+
+
 @pytest.fixture(scope="module")
 def overload_server(tmp_path_factory: pytest.TempPathFactory):
     """A classifier that runs one request at a time and queues at most 2: easy to overload."""

@@ -222,6 +222,25 @@ def test_step_mode_needs_its_load_knob() -> None:
     assert _step(mode="open", users=None, target_rps=25.0).mode is LoadMode.OPEN
 
 
+@pytest.mark.parametrize(
+    ("client", "host", "cores", "why"),
+    [
+        (0.80, None, None, "near the one core"),  # the generator's own loop is full
+        (0.20, 1.90, 2, "machine was saturated"),  # it took 11% of a saturated machine
+        (0.10, 1.90, 2, None),  # a saturated machine, but the generator took only 5% of it
+        (0.30, 1.00, 2, None),  # the machine had room
+        (0.20, None, None, None),  # no host figure (psutil missing): only the core rule applies
+    ],
+)
+def test_a_step_is_client_bound_when_the_generator_fills_its_core_or_a_saturated_machine(
+    client: float, host: float | None, cores: int | None, why: str | None
+) -> None:
+    step = _step(client_cpu=client, host_cpu=host, host_cores=cores)
+
+    assert step.client_bound is (why is not None)
+    assert step.client_limit is None if why is None else why in (step.client_limit or "")
+
+
 def test_run_refuses_repeated_step_indices_and_bad_start_time() -> None:
     with pytest.raises(LoadTestError, match="repeat"):
         RunResult("http://x:8000", "http", "distilbert", "2026-11-22T05:00:00Z", "m", (_step(), _step()))
@@ -257,6 +276,16 @@ def test_csv_leaves_undefined_values_empty(slo_never_met_run: RunResult, tmp_pat
         rows = list(csv.DictReader(handle))
     assert rows[-1]["p95_ms"] == ""
     assert not any(column.endswith("avg_batch_size") for column in rows[0])
+
+
+def test_a_version_2_record_still_reads_without_the_machines_cpu(raw_fixture: Callable[[str], dict[str, Any]]) -> None:
+    data = raw_fixture("run_knee_clear.json")
+    data["schema_version"] = 2
+    for step in data["steps"]:
+        step.pop("host_cpu")
+        step.pop("host_cores")
+    run = RunResult.from_dict(data)
+    assert all(step.host_cpu is None and step.host_cores is None for step in run.steps)
 
 
 def test_a_version_1_record_still_reads_without_late_or_client_figures(
