@@ -26,7 +26,7 @@ from distil.loadtest.analysis.capacity import (
     capacity_gate,
     find_capacity,
 )
-from distil.loadtest.analysis.cross_check import cross_check_rows
+from distil.loadtest.analysis.cross_check import CROSS_CHECK_COLUMNS, cross_check_rows
 from distil.loadtest.analysis.thresholds import MetricType
 from distil.loadtest.drive.protocol import Transport, default_port
 from distil.loadtest.drive.shapes import LoadTestConfig, Shape, build_steps, parse_levels
@@ -94,14 +94,7 @@ def cross_check_table(run: RunResult) -> Table:
     table = Table(
         title="Cross-check with Triton's perf_analyzer (same server, texts and duration)", title_justify="left"
     )
-    for column in (
-        "users",
-        "distil rps",
-        "perf_analyzer rps",
-        "ratio",
-        "distil p50/p95/p99",
-        "perf_analyzer p50/p95/p99",
-    ):
+    for column in CROSS_CHECK_COLUMNS:
         table.add_column(column, justify="right")
     for row in cross_check_rows(run):
         table.add_row(*row)

@@ -325,10 +325,10 @@ def _lower_bound(best: StepResult, ordered: Sequence[StepResult], cross_check: S
     if load_level(best) >= load_level(ordered[-1]):
         reasons.append("the heaviest step tested still met the SLO, so the SLO was not reached: test heavier load")
     if best.client_limit:
-        reasons.append(
-            f"{best.client_limit}, so it, not the server, may have limited that step: rerun with the client on "
-            "another machine, or cross-check with --cross-check"
-        )
+        advice = "rerun with the client on another machine"
+        if not cross_check:
+            advice += ", or cross-check with --cross-check"
+        reasons.append(f"{best.client_limit}, so it, not the server, may have limited that step: {advice}")
     return "; and ".join(reasons) or None
 
 

@@ -16,11 +16,16 @@ CROSS_CHECK_COLUMNS = (
     "verdict",
     "distil p50/p95/p99",
     "perf_analyzer p50/p95/p99",
+    "client CPU distil / perf_analyzer",
 )
 
 
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
+
+
+def _cores(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def _latencies(p50: float | None, p95: float | None, p99: float | None) -> str:
@@ -41,7 +46,7 @@ def pairs(run: RunResult) -> list[tuple[StepResult, CrossCheckLevel]]:
 
 
 def cross_check_rows(run: RunResult) -> list[tuple[str, ...]]:
-    """users, both throughputs, their ratio, a verdict (client-limited or agree), then both latency triples."""
+    """users, both throughputs, their ratio, a verdict (client-limited or agree), both latency triples, both CPUs."""
     rows: list[tuple[str, ...]] = []
     for step, level in pairs(run):
         share = step.achieved_rps / level.throughput_rps if level.throughput_rps else None
@@ -55,6 +60,7 @@ def cross_check_rows(run: RunResult) -> list[tuple[str, ...]]:
                 "client-limited" if limited else "agree",
                 _latencies(step.latency.p50_ms, step.latency.p95_ms, step.latency.p99_ms),
                 _latencies(level.p50_ms, level.p95_ms, level.p99_ms),
+                f"{_cores(step.client_cpu)} / {_cores(level.client_cpu)}",
             )
         )
     return rows
