@@ -31,7 +31,14 @@ from distil.loadtest.analysis.thresholds import MetricType
 from distil.loadtest.drive.protocol import Transport, default_port
 from distil.loadtest.drive.shapes import LoadTestConfig, Shape, build_steps, parse_levels
 from distil.loadtest.record.percentiles import Percentile
-from distil.loadtest.record.schema import CLIENT_BOUND_CORES, CLIENT_SHARE_OF_HOST, LoadMode, RunResult, load_run
+from distil.loadtest.record.schema import (
+    CLIENT_BOUND_CORES,
+    CLIENT_SHARE_OF_HOST,
+    CPU_COLUMN,
+    LoadMode,
+    RunResult,
+    load_run,
+)
 
 app = typer.Typer(
     help="Load-test a running Triton server and turn the results into capacity and HPA settings.",
@@ -50,20 +57,11 @@ def _default_out() -> Path:
     return Path("artifacts") / "loadtest" / datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
-def _client(cpu: float | None, host: float | None, cores: int | None, bound: bool) -> str:
-    """The generator's cores, then the machine's busy cores out of its count: "0.19 / 1.87 of 2"."""
-    if cpu is None:
-        return "n/a"
-    machine = "" if host is None or not cores else f" / {host:.2f} of {cores}"
-    return f"{cpu:.2f}{machine}" + (" CLIENT-BOUND" if bound else "")
-
-
 def steps_table(run: RunResult) -> Table:
     table = Table(title=f"{run.model} over {run.protocol} at {run.target_url}", title_justify="left")
-    cpu = "CPU client / machine"
-    columns = ("step", "load", "requests", "achieved rps", "p50", "p95", "p99", "max", "late", cpu, "errors")
+    columns = ("step", "load", "requests", "achieved rps", "p50", "p95", "p99", "max", "late", CPU_COLUMN, "errors")
     for column in columns:
-        table.add_column(column, justify="left" if column in ("load", cpu) else "right")
+        table.add_column(column, justify="left" if column in ("load", CPU_COLUMN) else "right")
     for step in run.steps:
         errors = ", ".join(f"{kind} ×{count}" for kind, count in sorted(step.errors.items())) or "0"
         table.add_row(
@@ -76,7 +74,7 @@ def steps_table(run: RunResult) -> Table:
             _fmt(step.latency.p99_ms),
             _fmt(step.latency.max_ms),
             str(step.late),
-            _client(step.client_cpu, step.host_cpu, step.host_cores, step.client_bound),
+            step.cpu_label(),
             errors,
         )
     if any(step.client_bound for step in run.steps):
@@ -110,8 +108,7 @@ def _print_progress(total: int, mode: LoadMode) -> Any:
             f"  step {line['index'] + 1}/{total} ({load}): {line['requests']} requests, "
             f"{line['achieved_rps']:.1f} rps, {line['errors']} errors{late}, "
             f"p50 {_fmt(line.get('p50_ms'))}, p99 {_fmt(line.get('p99_ms'))}, "
-            "CPU client / machine "
-            + _client(line.get("client_cpu"), line.get("host_cpu"), line.get("host_cores"), line["client_bound"]),
+            f"{CPU_COLUMN} {line['cpu']}",
             highlight=False,
         )
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from distil.errors import ConfigError, LoadTestError
 from distil.loadtest.analysis.cross_check import CLIENT_LIMITED_RATIO
 from distil.loadtest.record.percentiles import Percentile
-from distil.loadtest.record.schema import CrossCheckLevel, LoadMode, RunResult, StepResult
+from distil.loadtest.record.schema import DISTURBED_CORES, CrossCheckLevel, LoadMode, RunResult, StepResult
 
 DEFAULT_ERROR_BUDGET = 0.001
 
@@ -532,6 +532,15 @@ def analyze(run: RunResult, criteria: CapacityCriteria, rule: KneeRule | None = 
     knee = find_knee(run.steps, rule)
     saturation = describe_saturation(run.steps, knee, rule.percentile)
     warnings = list(capacity.warnings)
+    disturbed = [s for s in run.steps if s.other_cpu is not None and s.other_cpu >= DISTURBED_CORES]
+    if disturbed:
+        worst = max(disturbed, key=lambda s: s.other_cpu or 0.0)
+        warnings.append(
+            f"Step(s) {_join([s.index for s in disturbed])}: other work on the machine kept up to "
+            f"{worst.other_cpu:.2f} cores busy (step {worst.index}: the machine {worst.host_cpu:.2f} of "
+            f"{worst.host_cores} cores, the server {worst.server_cpu:.2f}, the load generator {worst.client_cpu:.2f}), "
+            "so the server did not have the machine to itself; rerun when it is quiet before trusting these figures."
+        )
     for step in run.steps:
         server = step.server.get(run.model)
         if server is None or step.achieved_rps == 0:

@@ -21,7 +21,7 @@ from distil.loadtest.analysis.thresholds import (
     values_overlay_yaml,
 )
 from distil.loadtest.record.percentiles import Percentile
-from distil.loadtest.record.schema import LoadMode, RunResult, StepResult
+from distil.loadtest.record.schema import CPU_COLUMN, LoadMode, RunResult
 from distil.model_repository.config import CLASSIFIER
 from distil.monitoring.series import adapter_rules, dump
 
@@ -109,13 +109,6 @@ def batching_model(run: RunResult) -> str | None:
     return run.model if any(run.model in step.server for step in run.steps) else None
 
 
-def _client(step: StepResult) -> str:
-    if step.client_cpu is None:
-        return "–"
-    machine = "" if step.host_cpu is None or not step.host_cores else f" / {step.host_cpu:.2f} of {step.host_cores}"
-    return f"{step.client_cpu:.2f}{machine}" + (" CLIENT-BOUND" if step.client_bound else "")
-
-
 def step_table(run: RunResult, analysis: Analysis) -> Table:
     """The per-step table, in load order, with SLO verdicts, the client's CPU and the classifier's batching."""
     criteria = analysis.capacity.criteria
@@ -131,7 +124,7 @@ def step_table(run: RunResult, analysis: Analysis) -> Table:
         *(f"{p.value} ms" for p in Percentile),
         "max ms",
         "Late",
-        "CPU cores: client / machine",
+        CPU_COLUMN,
         "Meets SLO",
         f"{model} avg batch",
         f"{model} queue:compute",
@@ -153,7 +146,7 @@ def step_table(run: RunResult, analysis: Analysis) -> Table:
                 *(fmt_ms(step.latency.get(p)) for p in Percentile),
                 fmt_ms(step.latency.max_ms),
                 str(step.late),
-                _client(step),
+                step.cpu_label(),
                 "yes" if not misses else "no (" + ", ".join(misses) + ")",
                 fmt_ratio(None if server is None else server.avg_batch_size),
                 fmt_ratio(None if server is None else server.queue_compute_ratio),

@@ -22,6 +22,7 @@ from typing import Any
 import gevent
 from locust import LoadTestShape, events
 
+from distil.loadtest.record.cpu import local_server
 from distil.loadtest.record.scrape import scrape
 from distil.loadtest.record.recorder import progress_line
 from distil.loadtest.record.schema import LoadMode
@@ -44,6 +45,7 @@ def _write_record(plan: dict[str, Any]) -> None:
 if os.environ.get(PLAN_ENV):
     PLAN: dict[str, Any] = json.loads(Path(os.environ[PLAN_ENV]).read_text(encoding="utf-8"))
     LIMITS["max_requests"] = int(PLAN["max_requests"])
+    RECORDER.server = local_server(int(PLAN["server_port"]))
 
     class DistilStepShape(LoadTestShape):
         """The plan's steps in order, ended early when the run's request bound is reached."""

@@ -30,6 +30,7 @@ from distil.loadtest.drive.corpus import TextSampler, read_corpus
 from distil.loadtest.drive.open_loop import open_loop_pool, run_open_step
 from distil.loadtest.drive.protocol import RequestError, Transport, default_port, make_requester, parse_target
 from distil.loadtest.drive.shapes import LoadTestConfig
+from distil.loadtest.record.cpu import local_server
 from distil.loadtest.record.recorder import Recorder, StepRecord, progress_line
 from distil.loadtest.record.schema import LoadMode, RunResult, save_run
 from distil.loadtest.record.scrape import metrics_endpoint, scrape
@@ -120,7 +121,7 @@ def _run_open(config: LoadTestConfig, progress: Progress | None) -> list[StepRec
     texts = read_corpus(config.corpus)
     target = parse_target(config.url, default_port(config.transport))
     endpoint = _endpoint(config)
-    recorder = Recorder()
+    recorder = Recorder(local_server(target.port))
     requesters, samplers = open_loop_pool(
         config.max_in_flight,
         lambda: make_requester(config.transport, target, config.model, config.request_timeout_s),
@@ -200,6 +201,7 @@ def _run_locust(config: LoadTestConfig, work_dir: Path, progress: Progress | Non
             "max_requests": config.max_requests,
             "spawn_rate": config.spawn_rate,
             "request_timeout_s": config.request_timeout_s,
+            "server_port": parse_target(config.url, default_port(config.transport)).port,
         }
         plan_path.write_text(json.dumps(plan), encoding="utf-8")
         env = dict(os.environ, DISTIL_LOADTEST_PLAN=str(plan_path), PYTHONUNBUFFERED="1")

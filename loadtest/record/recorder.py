@@ -3,11 +3,11 @@
 Locust rounds response times and the open-loop scheduler has no statistics of its own, so both
 write here: the latency of every successful request (from ``perf_counter_ns``), the count of
 requests sent and completed, errors by kind, when each success completed, and the CPU the
-generating process and its machine spent. A request belongs to the step in which it was sent (or, open loop, was due
-to be sent); one that completes after its step's window still counts in its latency record, but not
-in the step's throughput: it is *late*, so an overloaded server is never credited with the offered
-rate. The record turns into :class:`StepResult` objects, and travels between processes as JSON
-(the Locust run happens in a child process).
+generating process, the server and the machine spent. A request belongs to the step in which it was
+sent (or, open loop, was due to be sent); one that completes after its step's window still counts
+in its latency record, but not in the step's throughput: it is *late*, so an overloaded server is
+never credited with the offered rate. The record turns into :class:`StepResult` objects, and
+travels between processes as JSON (the Locust run happens in a child process).
 """
 
 from __future__ import annotations
@@ -108,6 +108,7 @@ class StepRecord:
             server=server,
             late=late,
             client_cpu=None if self.cpu is None else self.cpu.client_cores,
+            server_cpu=None if self.cpu is None else self.cpu.server_cores,
             host_cpu=None if self.cpu is None else self.cpu.host_cores,
             host_cores=None if self.cpu is None else self.cpu.host_core_count,
         )
@@ -116,10 +117,12 @@ class StepRecord:
 class Recorder:
     """Thread- and greenlet-safe record of a run's steps; requests go to the step current when sent."""
 
-    def __init__(self) -> None:
+    def __init__(self, server: Any = None) -> None:
+        """``server``: the server's process (``cpu.local_server``), whose CPU each step then records."""
         self._lock = threading.Lock()
         self.steps: list[StepRecord] = []
         self.total_sent = 0
+        self.server = server
 
     @property
     def current(self) -> StepRecord | None:
@@ -130,13 +133,13 @@ class Recorder:
             if self.steps and self.steps[-1].end_s is None:
                 self.steps[-1].end_s = now_s
             if self.steps:
-                _close_cpu(self.steps[-1])
+                self._close_cpu(self.steps[-1])
             step = StepRecord(
                 index=index,
                 level=level,
                 start_s=now_s,
                 metrics_before=metrics,
-                cpu_start=CpuSnapshot.now(),
+                cpu_start=CpuSnapshot.now(self.server),
             )
             self.steps.append(step)
             return step
@@ -146,7 +149,12 @@ class Recorder:
             if self.steps and self.steps[-1].end_s is None:
                 self.steps[-1].end_s = now_s
                 self.steps[-1].metrics_after = metrics
-                _close_cpu(self.steps[-1])
+                self._close_cpu(self.steps[-1])
+
+    def _close_cpu(self, step: StepRecord) -> None:
+        """The CPU over the step, measured once, when the step is closed."""
+        if step.cpu_start is not None and step.cpu is None:
+            step.cpu = CpuUse.between(step.cpu_start, CpuSnapshot.now(self.server))
 
     def sent(self, step: StepRecord) -> None:
         with self._lock:
@@ -187,14 +195,5 @@ def progress_line(step: StepRecord, mode: LoadMode) -> dict[str, Any]:
         "p99_ms": result.latency.p99_ms,
         "duration_s": result.duration_s,
         "late": result.late,
-        "client_cpu": result.client_cpu,
-        "host_cpu": result.host_cpu,
-        "host_cores": result.host_cores,
-        "client_bound": result.client_bound,
+        "cpu": result.cpu_label(),
     }
-
-
-def _close_cpu(step: StepRecord) -> None:
-    """The generator's and the machine's CPU over the step, measured once, when the step is closed."""
-    if step.cpu_start is not None and step.cpu is None:
-        step.cpu = CpuUse.between(step.cpu_start, CpuSnapshot.now())

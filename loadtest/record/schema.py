@@ -35,6 +35,10 @@ CLIENT_BOUND_CORES = 0.75
 # this share of the busy CPU, the server could have done about 10% more (the cross-check's rule).
 HOST_SATURATED = 0.90
 CLIENT_SHARE_OF_HOST = 0.10
+# The header of StepResult.cpu_label's figures in the tables.
+CPU_COLUMN = "CPU client / server / machine"
+# Cores spent on neither the generator nor the server above which a step measured a shared machine.
+DISTURBED_CORES = 0.25
 
 
 class LoadMode(str, Enum):
@@ -55,7 +59,9 @@ class StepResult:
     ``latency`` covers successful requests. ``server`` holds per-model Triton counter deltas over
     the step, empty when ``/metrics`` could not be scraped. ``late`` counts successes that completed
     after the step's window (their latency is recorded; they are not in ``achieved_rps``).
-    ``client_cpu`` is the load generator's CPU over the step in cores (None when not measured).
+    ``client_cpu``, ``server_cpu`` and ``host_cpu`` are the cores the load generator, the server's
+    process tree and the whole machine (of ``host_cores``) kept busy over the step (None when not
+    measured; the server's only when a tritonserver listens on the target's port on this machine).
     """
 
     index: int
@@ -71,6 +77,7 @@ class StepResult:
     server: Mapping[str, ModelMetrics] = field(default_factory=dict)
     late: int = 0
     client_cpu: float | None = None
+    server_cpu: float | None = None
     host_cpu: float | None = None
     host_cores: int | None = None
 
@@ -118,6 +125,21 @@ class StepResult:
                 "generator took CPU the server needed"
             )
         return None
+
+    @property
+    def other_cpu(self) -> float | None:
+        """Cores the machine spent on neither the generator nor the server: other work that disturbed the step."""
+        if self.client_cpu is None or self.server_cpu is None or self.host_cpu is None:
+            return None
+        return max(self.host_cpu - self.client_cpu - self.server_cpu, 0.0)
+
+    def cpu_label(self) -> str:
+        """Cores busy as the tables show them (CPU_COLUMN): "0.13 / 1.70 / 1.98 of 2", "-" where unknown."""
+        if self.client_cpu is None:
+            return "-"
+        server = "-" if self.server_cpu is None else f"{self.server_cpu:.2f}"
+        machine = "-" if self.host_cpu is None or not self.host_cores else f"{self.host_cpu:.2f} of {self.host_cores}"
+        return f"{self.client_cpu:.2f} / {server} / {machine}" + (" CLIENT-BOUND" if self.client_bound else "")
 
     @property
     def client_bound(self) -> bool:
@@ -168,6 +190,7 @@ class StepResult:
             "server": {model: metrics.counters() for model, metrics in sorted(self.server.items())},
             "late": self.late,
             "client_cpu": self.client_cpu,
+            "server_cpu": self.server_cpu,
             "host_cpu": self.host_cpu,
             "host_cores": self.host_cores,
             "client_bound": self.client_bound,
@@ -194,6 +217,7 @@ class StepResult:
                 },
                 late=int(data.get("late") or 0),
                 client_cpu=optional_number(data.get("client_cpu"), "client_cpu"),
+                server_cpu=optional_number(data.get("server_cpu"), "server_cpu"),
                 host_cpu=optional_number(data.get("host_cpu"), "host_cpu"),
                 host_cores=None if data.get("host_cores") is None else int(data["host_cores"]),
             )

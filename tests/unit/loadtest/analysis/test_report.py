@@ -95,7 +95,7 @@ def test_step_table_shows_the_classifiers_batching_not_the_ensembles(knee_run: R
     assert "classifier avg batch" in markdown and "classifier queue:compute" in markdown
     row = next(line for line in markdown.splitlines() if line.startswith("| 0 | "))
     assert row.rstrip(" |").endswith("6.00 | 1.50")
-    assert "max ms" in markdown and "CPU cores: client / machine" in markdown
+    assert "max ms" in markdown and "CPU client / server / machine" in markdown
 
 
 def test_closed_loop_throughput_plot_is_drawn_against_users(noisy_run: RunResult, tmp_path: Path) -> None:

@@ -241,6 +241,14 @@ def test_a_step_is_client_bound_when_the_generator_fills_its_core_or_a_saturated
     assert step.client_limit is None if why is None else why in (step.client_limit or "")
 
 
+def test_cpu_spent_by_neither_generator_nor_server_is_other_work() -> None:
+    step = _step(client_cpu=0.1, server_cpu=0.9, host_cpu=1.9, host_cores=2)
+
+    assert step.other_cpu == pytest.approx(0.9)
+    assert step.cpu_label() == "0.10 / 0.90 / 1.90 of 2"
+    assert _step(client_cpu=0.1, host_cpu=1.9, host_cores=2).other_cpu is None  # the server's share is unknown
+
+
 def test_run_refuses_repeated_step_indices_and_bad_start_time() -> None:
     with pytest.raises(LoadTestError, match="repeat"):
         RunResult("http://x:8000", "http", "distilbert", "2026-11-22T05:00:00Z", "m", (_step(), _step()))
@@ -278,12 +286,14 @@ def test_csv_leaves_undefined_values_empty(slo_never_met_run: RunResult, tmp_pat
     assert not any(column.endswith("avg_batch_size") for column in rows[0])
 
 
-def test_a_version_2_record_still_reads_without_the_machines_cpu(raw_fixture: Callable[[str], dict[str, Any]]) -> None:
+def test_a_version_2_record_still_reads_without_the_servers_or_machines_cpu(
+    raw_fixture: Callable[[str], dict[str, Any]],
+) -> None:
     data = raw_fixture("run_knee_clear.json")
     data["schema_version"] = 2
     for step in data["steps"]:
-        step.pop("host_cpu")
-        step.pop("host_cores")
+        for key in ("server_cpu", "host_cpu", "host_cores"):
+            step.pop(key)
     run = RunResult.from_dict(data)
     assert all(step.host_cpu is None and step.host_cores is None for step in run.steps)
 
