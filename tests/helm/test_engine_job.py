@@ -5,8 +5,10 @@ accuracy gate.
 A rendered container runs here as in its pod: its `command` and `args` (`/bin/sh -c SCRIPT ...`) and its
 `env`, with each volume mapped to a folder (a PVC to <claims>/<claim>/<subPath>, an emptyDir to a folder
 of its own) by rewriting the absolute paths under each mountPath. No GPU or TensorRT is here, so the
-gated build can only fail, which is the case these tests need: it must fail clearly, switch nothing and
-keep serving pods from starting. The build's success on a GPU has never run (README, TensorRT section).
+real gated build can only fail, which is the case that matters most: it must fail clearly, switch
+nothing and keep serving pods from starting. Where a test needs a build that passes, the Job's argv runs
+stand_in_build_engines.py instead (distil's real staging, gate and swap; a copied ONNX file as the plan).
+A real TensorRT build in this Job has never run (README, TensorRT section).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import pytest
 from chart_helpers import (
     CI_DIR,
     HELM_MISSING,
+    REPO_ROOT,
     Manifest,
     Render,
     deep_merge,
@@ -40,6 +43,7 @@ VENV_BIN = Path(sys.executable).parent
 # An absolute path in a script or value; "<claim>/v1/onnx" and "job/name" are text, not paths.
 ABSOLUTE_PATH = re.compile(r"(?<![\w.<>/-])/[\w.-][\w./-]*")
 NO_TENSORRT = "TensorRT is not installed"
+STAND_IN = Path(__file__).resolve().parent / "stand_in_build_engines.py"
 
 
 @dataclass(frozen=True)
@@ -165,6 +169,13 @@ def onnx_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return output
 
 
+def passing_build(track: Track) -> list[str]:
+    """The Job's argv with tests/helm/stand_in_build_engines.py in place of `distil build-engines`: no GPU here."""
+    args = track.builder.container["args"]
+    assert args[:2] == ["distil", "build-engines"]
+    return ["env", f"PYTHONPATH={REPO_ROOT}", sys.executable, str(STAND_IN), *args[2:]]
+
+
 def _gpu(**overrides: Any) -> dict[str, Any]:
     return deep_merge(load_values(CI_DIR / "gpu-values.yaml"), copy.deepcopy(overrides))
 
@@ -224,7 +235,7 @@ def test_serving_pods_read_the_repository_the_job_writes(
     assert len(folders) == len(deployments) == len(of_kind(objects, "Job"))
 
 
-def test_serving_starts_only_after_the_build_succeeded_and_a_rerun_builds_nothing(
+def test_serving_starts_only_after_the_build_passed_and_a_rerun_builds_nothing(
     render: Render, onnx_repository: Path, tmp_path: Path
 ) -> None:
     track = Track.of(render(_gpu()), "v1", tmp_path / "claims")
@@ -232,37 +243,41 @@ def test_serving_starts_only_after_the_build_succeeded_and_a_rerun_builds_nothin
     # Nothing built yet: the pod is still waiting when the time is up.
     waiting = track.waiter.run(2)
     assert waiting.returncode is None and "waiting for the engine build Job" in waiting.stdout
-    # No GPU here: a stand-in for the gated build creates the repository and succeeds, as distil's
-    # staging swap does; what is tested is the Job's script around it.
-    stand_in = ["mkdir", "-p", argument(track.builder.container["args"], "--output")]
-    assert track.builder.run(10, stand_in).returncode == 0
-    assert track.builder.host(track.builder.env("MARKER")).is_file()
+
+    built = track.builder.run(60, passing_build(track))
+    assert built.returncode == 0, built.stdout
+    assert (track.repository / "plan_check.npz").is_file() and track.builder.host(track.builder.env("MARKER")).is_file()
     assert track.waiter.run(5).returncode == 0
     # A re-created Job (after its TTL) finds its marker and does not run the build again.
     rerun = track.builder.run(10, ["false"])
     assert rerun.returncode == 0 and "already built" in rerun.stdout
 
 
-def test_a_repository_built_for_another_image_is_not_served_and_survives_a_failed_rebuild(
+def test_plans_of_another_image_are_never_served_on_this_images_marker(
     render: Render, onnx_repository: Path, tmp_path: Path
 ) -> None:
     claims = tmp_path / "claims"
     old = Track.of(render(_gpu()), "v1", claims)
-    new = Track.of(render(_gpu(image={"tag": "24.11-py3"})), "v1", claims)
+    new = Track.of(render(_gpu(image={"tag": "24.11-py3"})), "v1", claims)  # an image (TensorRT) upgrade
     assert new.job["metadata"]["name"] != old.job["metadata"]["name"]
     shutil.copytree(onnx_repository, old.onnx)
-    # The repository as the old image's Job left it (its success cannot run here: no GPU).
-    shutil.copytree(onnx_repository, old.repository)
-    old.builder.host(old.builder.env("MARKER")).write_text("2026-11-24T00:00:00Z\n")
+    assert old.builder.run(60, passing_build(old)).returncode == 0
     before = snapshot(old.repository)
 
-    assert old.waiter.run(5).returncode == 0
-    assert new.waiter.run(2).returncode is None  # the new image's pods wait for plans of their own
+    # The new image's build fails (here: no TensorRT): the old plans stay, byte for byte, and servable.
+    failed = new.builder.run(60)
+    assert failed.returncode == 1 and NO_TENSORRT in failed.stdout
+    assert snapshot(old.repository) == before
+    assert old.waiter.run(5).returncode == 0 and new.waiter.run(5).returncode == 1
 
-    rebuilt = new.builder.run(60)
-    assert rebuilt.returncode == 1 and NO_TENSORRT in rebuilt.stdout
-    assert snapshot(old.repository) == before  # still the old image's plans, untouched
-    assert new.waiter.run(5).returncode == 1
+    # Once it passes, the repository holds the new image's plans: the new pods start, and a rollback to
+    # the old image waits for its Job to build its plans again instead of loading the new ones.
+    assert new.builder.run(60, passing_build(new)).returncode == 0
+    assert new.waiter.run(5).returncode == 0
+    assert old.waiter.run(2).returncode is None
+    rebuilt = old.builder.run(60, passing_build(old))
+    assert rebuilt.returncode == 0 and "already built" not in rebuilt.stdout
+    assert old.waiter.run(5).returncode == 0
 
 
 def test_a_job_without_its_onnx_repository_says_where_to_copy_it(render: Render, tmp_path: Path) -> None:
