@@ -169,11 +169,11 @@ def onnx_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return output
 
 
-def passing_build(track: Track) -> list[str]:
+def stand_in_build(track: Track, *options: str) -> list[str]:
     """The Job's argv with tests/helm/stand_in_build_engines.py in place of `distil build-engines`: no GPU here."""
     args = track.builder.container["args"]
     assert args[:2] == ["distil", "build-engines"]
-    return ["env", f"PYTHONPATH={REPO_ROOT}", sys.executable, str(STAND_IN), *args[2:]]
+    return ["env", f"PYTHONPATH={REPO_ROOT}", sys.executable, str(STAND_IN), *args[2:], *options]
 
 
 def _gpu(**overrides: Any) -> dict[str, Any]:
@@ -244,13 +244,31 @@ def test_serving_starts_only_after_the_build_passed_and_a_rerun_builds_nothing(
     waiting = track.waiter.run(2)
     assert waiting.returncode is None and "waiting for the engine build Job" in waiting.stdout
 
-    built = track.builder.run(60, passing_build(track))
+    built = track.builder.run(60, stand_in_build(track))
     assert built.returncode == 0, built.stdout
     assert (track.repository / "plan_check.npz").is_file() and track.builder.host(track.builder.env("MARKER")).is_file()
     assert track.waiter.run(5).returncode == 0
     # A re-created Job (after its TTL) finds its marker and does not run the build again.
     rerun = track.builder.run(10, ["false"])
     assert rerun.returncode == 0 and "already built" in rerun.stdout
+
+
+def test_a_plan_failing_the_gate_fails_the_job_at_once_and_serving_pods_say_why(
+    render: Render, onnx_repository: Path, tmp_path: Path
+) -> None:
+    track = Track.of(render(_gpu()), "v1", tmp_path / "claims")
+    shutil.copytree(onnx_repository, track.onnx)
+
+    outcome = track.builder.run(60, stand_in_build(track, "--plan-predicts-one-class"))
+
+    gate = "failed the accuracy gate against the FP32 ONNX model"
+    assert outcome.returncode == 1 and gate in outcome.stdout, outcome.stdout
+    assert "/repository is left as it was (nothing was switched)" in outcome.stdout
+    [fail_job] = [r for r in track.job["spec"]["podFailurePolicy"]["rules"] if r["action"] == "FailJob"]
+    assert outcome.returncode in fail_job["onExitCodes"]["values"]
+    assert not track.repository.exists() and snapshot(track.onnx) == snapshot(onnx_repository)
+    waited = track.waiter.run(5)
+    assert waited.returncode == 1 and gate in waited.stderr and "class share" in waited.stderr
 
 
 def test_plans_of_another_image_are_never_served_on_this_images_marker(
@@ -261,7 +279,7 @@ def test_plans_of_another_image_are_never_served_on_this_images_marker(
     new = Track.of(render(_gpu(image={"tag": "24.11-py3"})), "v1", claims)  # an image (TensorRT) upgrade
     assert new.job["metadata"]["name"] != old.job["metadata"]["name"]
     shutil.copytree(onnx_repository, old.onnx)
-    assert old.builder.run(60, passing_build(old)).returncode == 0
+    assert old.builder.run(60, stand_in_build(old)).returncode == 0
     before = snapshot(old.repository)
 
     # The new image's build fails (here: no TensorRT): the old plans stay, byte for byte, and servable.
@@ -272,10 +290,10 @@ def test_plans_of_another_image_are_never_served_on_this_images_marker(
 
     # Once it passes, the repository holds the new image's plans: the new pods start, and a rollback to
     # the old image waits for its Job to build its plans again instead of loading the new ones.
-    assert new.builder.run(60, passing_build(new)).returncode == 0
+    assert new.builder.run(60, stand_in_build(new)).returncode == 0
     assert new.waiter.run(5).returncode == 0
     assert old.waiter.run(2).returncode is None
-    rebuilt = old.builder.run(60, passing_build(old))
+    rebuilt = old.builder.run(60, stand_in_build(old))
     assert rebuilt.returncode == 0 and "already built" not in rebuilt.stdout
     assert old.waiter.run(5).returncode == 0
 
