@@ -153,6 +153,18 @@ class Track:
     def repository(self) -> Path:
         return self.builder.host(argument(self.builder.container["args"], "--output"))
 
+    def fail_job_exit_codes(self) -> list[int]:
+        """Exit codes of the build container that fail the Job at once (podFailurePolicy), not retried."""
+        [rule] = [r for r in self.job["spec"]["podFailurePolicy"]["rules"] if r["action"] == "FailJob"]
+        assert rule["onExitCodes"]["containerName"] == self.builder.container["name"]
+        return list(rule["onExitCodes"]["values"])
+
+
+def served_repository(triton: Mounted) -> Path:
+    """The folder Triton's --model-repository names, here."""
+    [served] = [a.split("=", 1)[1] for a in triton.container["args"] if a.startswith("--model-repository=")]
+    return triton.host(served)
+
 
 @pytest.fixture(scope="module")
 def onnx_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -200,8 +212,7 @@ def test_job_runs_the_gated_build_through_the_real_cli_and_without_tensorrt_swit
     assert sorted(p.name for p in version_folder.iterdir()) == sorted(["onnx", failure.name])
     assert NO_TENSORRT in failure.read_text() and "not switched" in failure.read_text()
     # distil's error fails the Job at once instead of rebuilding; a crash (SIGKILL: 137) is retried.
-    [fail_job] = [r for r in track.job["spec"]["podFailurePolicy"]["rules"] if r["action"] == "FailJob"]
-    assert outcome.returncode in fail_job["onExitCodes"]["values"] and 137 not in fail_job["onExitCodes"]["values"]
+    assert outcome.returncode in track.fail_job_exit_codes() and 137 not in track.fail_job_exit_codes()
 
     # The serving pod does not start Triton, and says why at once instead of waiting for an hour.
     waited = track.waiter.run(5)
@@ -223,8 +234,7 @@ def test_serving_pods_read_the_repository_the_job_writes(
     for deployment in deployments:
         version = deployment["metadata"]["labels"]["distil/model-version"]
         track = Track.of(objects, version, tmp_path / "claims")
-        [served] = [a.split("=", 1)[1] for a in track.triton.container["args"] if a.startswith("--model-repository=")]
-        assert track.triton.host(served) == track.repository
+        assert served_repository(track.triton) == track.repository
         assert track.repository.parent.name == version
         # The Job and the waiting pod agree on both outcomes, and success is recorded in the repository
         # it describes, so a repository swapped by another build carries no marker of this one.
@@ -264,11 +274,15 @@ def test_a_plan_failing_the_gate_fails_the_job_at_once_and_serving_pods_say_why(
     gate = "failed the accuracy gate against the FP32 ONNX model"
     assert outcome.returncode == 1 and gate in outcome.stdout, outcome.stdout
     assert "/repository is left as it was (nothing was switched)" in outcome.stdout
-    [fail_job] = [r for r in track.job["spec"]["podFailurePolicy"]["rules"] if r["action"] == "FailJob"]
-    assert outcome.returncode in fail_job["onExitCodes"]["values"]
+    assert outcome.returncode in track.fail_job_exit_codes()
     assert not track.repository.exists() and snapshot(track.onnx) == snapshot(onnx_repository)
     waited = track.waiter.run(5)
     assert waited.returncode == 1 and gate in waited.stderr and "class share" in waited.stderr
+
+    # The operator fixes the cause and re-creates the Job: the old reason goes, the pods start.
+    assert track.builder.run(60, stand_in_build(track)).returncode == 0
+    assert not track.builder.host(track.builder.env("FAILED")).exists()
+    assert track.waiter.run(5).returncode == 0
 
 
 def test_plans_of_another_image_are_never_served_on_this_images_marker(
@@ -312,5 +326,4 @@ def test_without_the_engine_job_triton_reads_the_version_folder_directly(render:
     [deployment] = of_kind(objects, "Deployment")
     assert "initContainers" not in deployment["spec"]["template"]["spec"]
     triton = Mounted.of(deployment, "triton", tmp_path / "claims")
-    [served] = [a.split("=", 1)[1] for a in triton.container["args"] if a.startswith("--model-repository=")]
-    assert triton.host(served) == tmp_path / "claims" / "distil-models" / "v1" / "repository"
+    assert served_repository(triton) == tmp_path / "claims" / "distil-models" / "v1" / "repository"
