@@ -220,6 +220,22 @@ def test_job_runs_the_gated_build_through_the_real_cli_and_without_tensorrt_swit
     assert NO_TENSORRT in waited.stderr and track.job["metadata"]["name"] in waited.stderr
 
 
+def test_job_refuses_an_onnx_repository_without_the_evaluation_set_before_building(
+    render: Render, onnx_repository: Path, tmp_path: Path
+) -> None:
+    track = Track.of(render(_gpu()), "v1", tmp_path / "claims")
+    shutil.copytree(onnx_repository, track.onnx)
+    (track.onnx / "plan_check.npz").unlink()  # as written by a distil from before plans were gated
+    before = snapshot(track.onnx)
+
+    outcome = track.builder.run(60)
+
+    # The real CLI's gated path checks for the evaluation set first: no ungated plan is ever built.
+    assert outcome.returncode == 1 and "has no plan_check.npz" in outcome.stdout, outcome.stdout
+    assert NO_TENSORRT not in outcome.stdout
+    assert snapshot(track.onnx) == before and not track.repository.exists()
+
+
 @pytest.mark.parametrize(
     "values",
     [_gpu(), deep_merge(load_values(CI_DIR / "canary-values.yaml"), {"engineBuild": {"enabled": True}})],
