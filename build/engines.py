@@ -131,7 +131,12 @@ def compile_repository(
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = _staging_copy(root, target)
     try:
-        built = _compile_in_place(staging, data, workspace_mib, stage, builder, runner)
+        kept = (
+            "the repository keeps serving its ONNX models"
+            if target == root.resolve()
+            else f"{target} is left as it was"
+        )
+        built = _compile_in_place(staging, data, workspace_mib, stage, builder, runner, kept)
         _swap(staging, target)
     finally:
         if staging.exists():
@@ -140,7 +145,13 @@ def compile_repository(
 
 
 def _compile_in_place(
-    root: Path, data: dict[str, object], workspace_mib: int, stage: Stage, builder: Builder, runner: PlanRunner
+    root: Path,
+    data: dict[str, object],
+    workspace_mib: int,
+    stage: Stage,
+    builder: Builder,
+    runner: PlanRunner,
+    kept: str,
 ) -> dict[str, EngineMetadata]:
     models = onnx_classifiers(root)
     max_length = int(str(data["max_sequence_length"]))
@@ -171,9 +182,8 @@ def _compile_in_place(
     failed = [c for c in checks if c.failures]
     if failed and not gate_config.force:
         raise EngineBuildError(
-            "a TensorRT plan failed the accuracy gate against the FP32 ONNX model, so the repository keeps "
-            "serving its ONNX models (nothing was switched): "
-            + "; ".join(f"{c.model}: {', '.join(c.failures)}" for c in failed)
+            f"a TensorRT plan failed the accuracy gate against the FP32 ONNX model, so {kept} (nothing was "
+            f"switched): " + "; ".join(f"{c.model}: {', '.join(c.failures)}" for c in failed)
         )
 
     for model_dir in models:

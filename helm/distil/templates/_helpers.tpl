@@ -118,8 +118,22 @@ Job and a new completion marker, so stale plans are never taken for fresh ones.
 {{- printf "%s:%s|%s|%s" .root.Values.image.repository .imageTag .root.Values.gpu.product .version | sha256sum | trunc 10 }}
 {{- end }}
 
+{{- define "distil.engineJobName" -}}
+{{ include "distil.fullname" .root }}-engines-{{ include "distil.engineHash" . }}
+{{- end }}
+
+{{/*
+Written by the engine Job after its gated build replaced the repository, inside that repository: a
+later build (another image, a rollback) swaps the whole tree and the marker with it, so a marker is
+never found beside plans it does not describe.
+*/}}
 {{- define "distil.engineMarker" -}}
-/models/.distil-engines-{{ include "distil.engineHash" . }}
+{{ include "distil.repositoryPath" . }}/.distil-engines-{{ include "distil.engineHash" . }}
+{{- end }}
+
+{{/* Written by the engine Job when its build failed, with the reason; the repository was not switched. */}}
+{{- define "distil.engineFailure" -}}
+/models/.distil-engines-{{ include "distil.engineHash" . }}.failed
 {{- end }}
 
 {{/* Fail early, with the value to change, on combinations that would deploy something broken. */}}
@@ -289,15 +303,21 @@ spec:
     - name: wait-for-engines
       image: "{{ $v.image.repository }}:{{ $track.imageTag }}"
       imagePullPolicy: {{ $v.image.pullPolicy }}
-      # The engine build Job writes this marker after `distil build-engines` succeeded.
+      # Triton starts only on a repository whose plans passed the accuracy gate: the engine Job writes
+      # MARKER after `distil build-engines --from-onnx` switched the repository, FAILED if it did not.
       command:
         - /bin/sh
         - -c
         - |
           deadline=$(( $(date +%s) + {{ $v.engineBuild.waitTimeoutSeconds }} ))
           until [ -f "$MARKER" ]; do
+            if [ -f "$FAILED" ]; then
+              echo "the engine build for model version {{ $track.version }} failed, so Triton does not start (kubectl logs job/{{ include "distil.engineJobName" $ctx }}):" >&2
+              cat "$FAILED" >&2
+              exit 1
+            fi
             if [ "$(date +%s)" -ge "$deadline" ]; then
-              echo "engines for model version {{ $track.version }} not built: no $MARKER after {{ $v.engineBuild.waitTimeoutSeconds }}s; check the Job's logs" >&2
+              echo "engines for model version {{ $track.version }} not built: no $MARKER after {{ $v.engineBuild.waitTimeoutSeconds }}s; check job/{{ include "distil.engineJobName" $ctx }}" >&2
               exit 1
             fi
             echo "waiting for the engine build Job ($MARKER)"
@@ -306,6 +326,9 @@ spec:
       env:
         - name: MARKER
           value: {{ include "distil.engineMarker" $ctx | quote }}
+        - name: FAILED
+          value: {{ include "distil.engineFailure" $ctx | quote }}
+      terminationMessagePolicy: FallbackToLogsOnError
       resources:
         requests: {cpu: 10m, memory: 16Mi}
         limits: {memory: 64Mi}
