@@ -6,7 +6,9 @@ Two forms, for two runtimes:
   activation ranges calibrated on the given text. This is what TensorRT's strongly typed INT8 path
   reads (TensorRT 10 and 11 have no INT8 calibrator any more), and it also runs on ONNX Runtime.
 - ``dynamic``: int8 weights with activation scales computed per batch at run time (MatMulInteger),
-  usually the fastest form on ONNX Runtime's CPU provider. It reads no calibration data.
+  usually the fastest form on ONNX Runtime's CPU provider. Its quantizer reads no calibration data;
+  the smoothing that precedes it (``build.smoothing``, SmoothQuant) takes channel peaks from the
+  calibration text.
 
 Both follow the recipe that works for BERT-style encoders (``Int8Recipe``): only the inputs of
 MatMul/Gemm nodes with constant weights are quantized (the attention score products QK^T and
@@ -50,12 +52,15 @@ class Int8Recipe:
     calibration: Calibration = Calibration.percentile
     percentile: float = 99.999
     per_channel: bool = True  # weights: one scale per output channel (False: one per tensor)
+    smoothing: float | None = None  # SmoothQuant alpha (``build.smoothing``); None: inputs not smoothed
     keep_fp32: tuple[str, ...] = ()  # MatMul/Gemm node names left unquantized
     kept_roles: tuple[str, ...] = ()  # what those nodes are, for the report
 
     def __post_init__(self) -> None:
         if not 90 <= self.percentile <= 100:
             raise ConfigError(f"calibration percentile must be in [90, 100], got {self.percentile}.")
+        if self.smoothing is not None and not 0 <= self.smoothing <= 1:
+            raise ConfigError(f"smoothing alpha must be in [0, 1], got {self.smoothing}.")
 
     def describe(self, form: str) -> str:
         parts = ["int8 inputs of weight MatMul/Gemm only (attention products, LayerNorm, Softmax, GELU, adds FP32)"]
@@ -70,6 +75,9 @@ class Int8Recipe:
         else:
             weights = "per-channel" if self.per_channel else "per-tensor"
             parts.append(f"{weights} weights, activation scales per batch at run time")
+        if self.smoothing is not None:
+            alpha = f"alpha {self.smoothing:g}"
+            parts.append(f"SmoothQuant-smoothed MatMul inputs ({alpha}, channel peaks from the calibration text)")
         if self.keep_fp32:
             roles = ", ".join(self.kept_roles) if self.kept_roles else ", ".join(self.keep_fp32)
             parts.append(f"{len(self.keep_fp32)} MatMul(s) kept FP32 by measured sensitivity: {roles}")
