@@ -188,14 +188,16 @@ def test_smoothing_is_exact_in_fp32_flattens_input_channels_and_is_reproducible(
     calibration = text_data.load(text_data.BUILTIN, text_data.BUILTIN_CALIBRATION)
     feeds = tokenize_batches(tokenizer, calibration.texts[:64], 512)
     original = onnx.load(str(onnx_file))
-    smoothed = smooth(original, feeds, alpha=1.0)
+    smoothed = smooth(original, feeds, alphas=(1.0,))
 
     def logits(model: onnx.ModelProto) -> np.ndarray:
         session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
         return np.concatenate([session.run(["logits"], feed)[0] for feed in feeds])
 
     reference = logits(original)
-    assert np.abs(logits(smoothed) - reference).max() <= 1e-4 * max(1.0, float(np.abs(reference).max()))
+    tolerance = 1e-4 * max(1.0, float(np.abs(reference).max()))
+    assert np.abs(logits(smoothed) - reference).max() <= tolerance
+    assert np.abs(logits(smooth(original, feeds)) - reference).max() <= tolerance  # alpha chosen per input
     groups = weight_inputs(smoothed)
     assert len(groups) == len(weight_inputs(original)) and all(t.endswith("_smoothed") for t in groups)
     before = channel_maxima(original, list(weight_inputs(original)), feeds)
@@ -203,9 +205,9 @@ def test_smoothing_is_exact_in_fp32_flattens_input_channels_and_is_reproducible(
     # alpha 1 scales every input channel to a peak of 1 on the calibration text; before, they spread.
     assert all(np.allclose(peaks, 1.0, atol=1e-3) for peaks in after.values())
     assert max(float(peaks.max() / peaks.min()) for peaks in before.values()) > 2
-    assert smooth(original, feeds, alpha=1.0).SerializeToString() == smoothed.SerializeToString()
+    assert smooth(original, feeds, alphas=(1.0,)).SerializeToString() == smoothed.SerializeToString()
     with pytest.raises(ConfigError, match="alpha"):
-        smooth(original, feeds, alpha=1.5)
+        smooth(original, feeds, alphas=(1.5,))
 
 
 def test_planted_bad_variant_calibrated_on_constant_text_is_rejected(tiny, tmp_path: Path) -> None:
