@@ -6,7 +6,9 @@ Two forms, for two runtimes:
   activation ranges calibrated on the given text. This is what TensorRT's strongly typed INT8 path
   reads (TensorRT 10 and 11 have no INT8 calibrator any more), and it also runs on ONNX Runtime.
 - ``dynamic``: int8 weights with activation scales computed per batch at run time (MatMulInteger),
-  usually the fastest form on ONNX Runtime's CPU provider. It reads no calibration data.
+  usually the fastest form on ONNX Runtime's CPU provider. Its quantizer reads no calibration data;
+  the smoothing that precedes it (``build.smoothing``, SmoothQuant) takes channel peaks from the
+  calibration text.
 
 Both follow the recipe that works for BERT-style encoders (``Int8Recipe``): only the inputs of
 MatMul/Gemm nodes with constant weights are quantized (the attention score products QK^T and
@@ -50,12 +52,15 @@ class Int8Recipe:
     calibration: Calibration = Calibration.percentile
     percentile: float = 99.999
     per_channel: bool = True  # weights: one scale per output channel (False: one per tensor)
+    smoothing: tuple[float, ...] = ()  # SmoothQuant alphas to choose from (``build.smoothing``); (): none
     keep_fp32: tuple[str, ...] = ()  # MatMul/Gemm node names left unquantized
     kept_roles: tuple[str, ...] = ()  # what those nodes are, for the report
 
     def __post_init__(self) -> None:
         if not 90 <= self.percentile <= 100:
             raise ConfigError(f"calibration percentile must be in [90, 100], got {self.percentile}.")
+        if not all(0 <= alpha <= 1 for alpha in self.smoothing):
+            raise ConfigError(f"smoothing alphas must be in [0, 1], got {self.smoothing}.")
 
     def describe(self, form: str) -> str:
         parts = ["int8 inputs of weight MatMul/Gemm only (attention products, LayerNorm, Softmax, GELU, adds FP32)"]
@@ -70,6 +75,12 @@ class Int8Recipe:
         else:
             weights = "per-channel" if self.per_channel else "per-tensor"
             parts.append(f"{weights} weights, activation scales per batch at run time")
+        if self.smoothing:
+            alphas = f"alpha {min(self.smoothing):g}-{max(self.smoothing):g}"
+            parts.append(
+                f"SmoothQuant-smoothed MatMul inputs ({alphas} per input, the least simulated int8 error "
+                f"on the calibration text)"
+            )
         if self.keep_fp32:
             roles = ", ".join(self.kept_roles) if self.kept_roles else ", ".join(self.keep_fp32)
             parts.append(f"{len(self.keep_fp32)} MatMul(s) kept FP32 by measured sensitivity: {roles}")
@@ -300,6 +311,18 @@ def _fake_quantize(values: np.ndarray, scale: np.ndarray | float) -> np.ndarray:
     return np.clip(np.round(values / scale), -127, 127) * scale
 
 
+def fake_quantize_weight(weight: np.ndarray) -> np.ndarray:
+    """A [in, out] weight through symmetric int8 with one scale per output channel, back in float."""
+    return _fake_quantize(weight, np.maximum(np.abs(weight).max(axis=0, keepdims=True), 1e-12) / 127)
+
+
+def fake_quantize_dynamic(values: np.ndarray) -> np.ndarray:
+    """An activation through uint8 with the tensor's own range, as DynamicQuantizeLinear computes it."""
+    low, high = min(0.0, float(values.min())), max(0.0, float(values.max()))
+    step = (high - low) / 255 or 1.0
+    return np.round((values - low) / step) * step + low
+
+
 def sensitivity(fp32: Path, feeds: Sequence[dict[str, np.ndarray]], qdq_model: Path | None = None) -> dict[str, float]:
     """Each weight MatMul's relative output error when its input and weight are int8, on ``feeds``.
 
@@ -324,20 +347,12 @@ def sensitivity(fp32: Path, feeds: Sequence[dict[str, np.ndarray]], qdq_model: P
     names = [o.name for o in session.get_outputs()]
     errors = dict.fromkeys(weights, 0.0)
     norms = dict.fromkeys(weights, 0.0)
-    quantized_weights = {
-        node: _fake_quantize(w, np.maximum(np.abs(w).max(axis=0, keepdims=True), 1e-12) / 127)
-        for node, (_, w) in weights.items()
-    }
+    quantized_weights = {node: fake_quantize_weight(w) for node, (_, w) in weights.items()}
     for feed in feeds:
         outputs = dict(zip(names, session.run(names, feed), strict=True))
         for node, (tensor, weight) in weights.items():
             x = outputs[tensor].reshape(-1, weight.shape[0]).astype(np.float32)
-            if tensor in scales:
-                x_q = _fake_quantize(x, scales[tensor])
-            else:  # per-batch range, as DynamicQuantizeLinear computes it
-                low, high = min(0.0, float(x.min())), max(0.0, float(x.max()))
-                step = (high - low) / 255 or 1.0
-                x_q = np.round((x - low) / step) * step + low
+            x_q = _fake_quantize(x, scales[tensor]) if tensor in scales else fake_quantize_dynamic(x)
             exact = x @ weight
             errors[node] += float(np.sum((x_q @ quantized_weights[node] - exact) ** 2))
             norms[node] += float(np.sum(exact**2))

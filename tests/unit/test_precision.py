@@ -14,6 +14,8 @@ from distil.build import model_source, text_data
 from distil.build.accuracy import GateConfig, compare, gate, label_ids, macro_f1
 from distil.build.fp16 import convert_to_fp16
 from distil.build.onnx_export import ExportConfig, export_onnx
+from distil.build.quantize import tokenize_batches
+from distil.build.smoothing import channel_maxima, smooth, weight_inputs
 from distil.build.variants import Precision, PrecisionConfig, build_variants
 from distil.errors import ConfigError
 
@@ -172,12 +174,40 @@ def test_cpu_int8_from_real_text_passes_the_gate_and_the_report_is_written(tiny,
     int8 = kept[Precision.int8]
     assert int8.agreement is not None and int8.agreement.agreement >= 0.99 and not int8.failures
     assert int8.agreement.accuracy is not None  # the built-in evaluation set is labelled
-    forms = {v.form for v in report.variants}
-    assert {"int8-qdq", "int8-dynamic"} <= forms  # both CPU INT8 forms were built and timed
+    forms = {v.form: v for v in report.variants}
+    assert {"int8-qdq", "int8-dynamic"} <= set(forms)  # both CPU INT8 forms were built and timed
+    assert "SmoothQuant" in forms["int8-dynamic"].recipe and "SmoothQuant" not in forms["int8-qdq"].recipe
     written = report.write(tmp_path)
     data = json.loads(written[0].read_text())
     assert data["served_precision"] == "int8" and "texts_per_s" in data["variants"][0]
     assert "| int8 |" in written[1].read_text()
+
+
+def test_smoothing_is_exact_in_fp32_flattens_input_channels_and_is_reproducible(tiny) -> None:
+    onnx_file, tokenizer = tiny
+    calibration = text_data.load(text_data.BUILTIN, text_data.BUILTIN_CALIBRATION)
+    feeds = tokenize_batches(tokenizer, calibration.texts[:64], 512)
+    original = onnx.load(str(onnx_file))
+    smoothed = smooth(original, feeds, alphas=(1.0,))
+
+    def logits(model: onnx.ModelProto) -> np.ndarray:
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        return np.concatenate([session.run(["logits"], feed)[0] for feed in feeds])
+
+    reference = logits(original)
+    tolerance = 1e-4 * max(1.0, float(np.abs(reference).max()))
+    assert np.abs(logits(smoothed) - reference).max() <= tolerance
+    assert np.abs(logits(smooth(original, feeds)) - reference).max() <= tolerance  # alpha chosen per input
+    groups = weight_inputs(smoothed)
+    assert len(groups) == len(weight_inputs(original)) and all(t.endswith("_smoothed") for t in groups)
+    before = channel_maxima(original, list(weight_inputs(original)), feeds)
+    after = channel_maxima(smoothed, list(groups), feeds)
+    # alpha 1 scales every input channel to a peak of 1 on the calibration text; before, they spread.
+    assert all(np.allclose(peaks, 1.0, atol=1e-3) for peaks in after.values())
+    assert max(float(peaks.max() / peaks.min()) for peaks in before.values()) > 2
+    assert smooth(original, feeds, alphas=(1.0,)).SerializeToString() == smoothed.SerializeToString()
+    with pytest.raises(ConfigError, match="alpha"):
+        smooth(original, feeds, alphas=(1.5,))
 
 
 def test_planted_bad_variant_calibrated_on_constant_text_is_rejected(tiny, tmp_path: Path) -> None:
