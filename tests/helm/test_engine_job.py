@@ -46,6 +46,14 @@ NO_TENSORRT = "TensorRT is not installed"
 STAND_IN = Path(__file__).resolve().parent / "stand_in_build_engines.py"
 
 
+class HostPath(str):
+    """A path on this machine (the test's Python, the stand-in script) in an argv: ``run`` leaves it as it is.
+
+    Only the container's own paths are moved onto its volumes; this machine's paths may start with a
+    mount point too (a clone under /tmp, where the Job mounts an emptyDir).
+    """
+
+
 @dataclass(frozen=True)
 class Outcome:
     returncode: int | None  # None: still running when the time was up
@@ -96,7 +104,10 @@ class Mounted:
 
     def run(self, seconds: float, args: list[str] | None = None) -> Outcome:
         """Run the container's command (with ``args`` in place of its own, if given) for up to ``seconds``."""
-        argv = [self._mapped(a) for a in self.container["command"] + (args or self.container.get("args", []))]
+        argv = [
+            a if isinstance(a, HostPath) else self._mapped(a)
+            for a in self.container["command"] + (args or self.container.get("args", []))
+        ]
         env = {"PATH": f"{VENV_BIN}{os.pathsep}/usr/bin{os.pathsep}/bin", "HF_HUB_OFFLINE": "1"}
         env |= {e["name"]: self._mapped(e["value"]) for e in self.container.get("env", [])}
         with subprocess.Popen(
@@ -185,7 +196,8 @@ def stand_in_build(track: Track, *options: str) -> list[str]:
     """The Job's argv with tests/helm/stand_in_build_engines.py in place of `distil build-engines`: no GPU here."""
     args = track.builder.container["args"]
     assert args[:2] == ["distil", "build-engines"]
-    return ["env", f"PYTHONPATH={REPO_ROOT}", sys.executable, str(STAND_IN), *args[2:], *options]
+    launcher = [HostPath(f"PYTHONPATH={REPO_ROOT}"), HostPath(sys.executable), HostPath(STAND_IN)]
+    return ["env", *launcher, *args[2:], *options]
 
 
 def _gpu(**overrides: Any) -> dict[str, Any]:
