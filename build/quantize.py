@@ -277,6 +277,23 @@ def quantize_dynamic_int8(source: Path, destination: Path, recipe: Int8Recipe = 
     return destination
 
 
+def intermediate_values(
+    model: Any, tensors: Sequence[str], feeds: Sequence[dict[str, np.ndarray]]
+) -> Iterator[dict[str, np.ndarray]]:
+    """The named tensors of ``model`` for each feed: one session with those tensors made graph outputs."""
+    import onnx
+    import onnxruntime as ort
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    del probe.graph.value_info[:]
+    existing = {o.name for o in probe.graph.output}
+    probe.graph.output.extend(onnx.helper.make_empty_tensor_value_info(t) for t in tensors if t not in existing)
+    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    for feed in feeds:
+        yield dict(zip(tensors, session.run(list(tensors), feed), strict=True))
+
+
 def _weights(model: Any) -> dict[str, tuple[str, np.ndarray]]:
     """For each weight MatMul/Gemm: its activation input and its weight as [in, out]."""
     from onnx import numpy_helper
@@ -287,8 +304,9 @@ def _weights(model: Any) -> dict[str, tuple[str, np.ndarray]]:
         if node.op_type == "Constant" and node.attribute:
             arrays[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
     found = {}
+    names = set(weight_matmuls(model))
     for node in graph.node:
-        if node.name in set(weight_matmuls(model)):
+        if node.name in names:
             weight = arrays[node.input[1]].astype(np.float32)
             trans_b = any(a.name == "transB" and a.i for a in node.attribute)
             found[node.name] = (node.input[0], weight.T if trans_b else weight)
@@ -333,23 +351,14 @@ def sensitivity(fp32: Path, feeds: Sequence[dict[str, np.ndarray]], qdq_model: P
     the largest errors are the ones to keep in FP32.
     """
     import onnx
-    import onnxruntime as ort
 
     model = onnx.load(str(fp32))
     weights = _weights(model)
     scales = _activation_scales(onnx.load(str(qdq_model))) if qdq_model else {}
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    existing = {o.name for o in probe.graph.output}
-    for tensor in sorted({x for x, _ in weights.values()} - existing):
-        probe.graph.output.append(onnx.helper.make_empty_tensor_value_info(tensor))
-    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
     errors = dict.fromkeys(weights, 0.0)
     norms = dict.fromkeys(weights, 0.0)
     quantized_weights = {node: fake_quantize_weight(w) for node, (_, w) in weights.items()}
-    for feed in feeds:
-        outputs = dict(zip(names, session.run(names, feed), strict=True))
+    for outputs in intermediate_values(model, sorted({x for x, _ in weights.values()}), feeds):
         for node, (tensor, weight) in weights.items():
             x = outputs[tensor].reshape(-1, weight.shape[0]).astype(np.float32)
             x_q = _fake_quantize(x, scales[tensor]) if tensor in scales else fake_quantize_dynamic(x)

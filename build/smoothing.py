@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from distil.build.quantize import fake_quantize_dynamic, fake_quantize_weight
+from distil.build.quantize import fake_quantize_dynamic, fake_quantize_weight, intermediate_values
 from distil.errors import ConfigError
 
 ALPHAS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
@@ -54,20 +54,10 @@ def _activations(
     model: Any, tensors: Sequence[str], feeds: Sequence[dict[str, np.ndarray]]
 ) -> Iterator[dict[str, np.ndarray]]:
     """The named tensors of each feed, as rows of channels."""
-    import onnx
-    import onnxruntime as ort
-
     if not feeds:
         raise ConfigError("smoothing needs calibration text: the calibration data produced no batches.")
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    del probe.graph.value_info[:]
-    existing = {o.name for o in probe.graph.output}
-    probe.graph.output.extend(onnx.helper.make_empty_tensor_value_info(t) for t in tensors if t not in existing)
-    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
-    for feed in feeds:
-        values = session.run(list(tensors), feed)
-        yield {t: v.reshape(-1, v.shape[-1]) for t, v in zip(tensors, values, strict=True)}
+    for values in intermediate_values(model, tensors, feeds):
+        yield {t: v.reshape(-1, v.shape[-1]) for t, v in values.items()}
 
 
 def channel_maxima(model: Any, tensors: Sequence[str], feeds: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
