@@ -78,7 +78,7 @@ class ParityReport:
         }
 
 
-def _logits_module(model: PreTrainedModel) -> Any:
+def logits_module(model: PreTrainedModel) -> Any:
     """Wrap the Hugging Face model so the exported graph has exactly our inputs and one output."""
     import torch
 
@@ -94,7 +94,7 @@ def _logits_module(model: PreTrainedModel) -> Any:
 
 
 @contextlib.contextmanager
-def _quiet_exporter() -> Iterator[None]:
+def quiet_exporter() -> Iterator[None]:
     """The dynamo exporter logs every stage and warns about optional torchvision ops; keep stderr clean."""
     loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch._dynamo", "torch.export", "onnxscript")]
     levels = [logger.level for logger in loggers]
@@ -115,14 +115,14 @@ def export_onnx(model: PreTrainedModel, path: Path, config: ExportConfig, max_le
     import torch
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    wrapper = _logits_module(model)
+    wrapper = logits_module(model)
     example_ids = torch.ones((2, 8), dtype=torch.int64)
     example_mask = torch.ones((2, 8), dtype=torch.int64)
     batch = torch.export.Dim("batch", min=1, max=4096)
     sequence = torch.export.Dim("sequence", min=1, max=max_length)
     dynamic = {"input_ids": {0: batch, 1: sequence}, "attention_mask": {0: batch, 1: sequence}}
     try:
-        with _quiet_exporter(), torch.inference_mode(False), torch.no_grad():
+        with quiet_exporter(), torch.inference_mode(False), torch.no_grad():
             torch.onnx.export(
                 wrapper,
                 (example_ids, example_mask),

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distil.build import example_model, metadata, model_source
+from distil.build import cpu_graph, example_model, metadata, model_source
 from distil.build.accuracy import GateConfig
 from distil.build.engines import TensorRTMode, compile_repository
 from distil.build.onnx_export import ExportConfig, ParityReport, check_parity, export_onnx
@@ -115,11 +115,27 @@ def build_engines(config: BuildConfig, stage: Stage = _no_progress) -> BuildResu
             parity = check_parity(model, fp32_file, config.export, max_length, pad_id)
 
         target = config.repository.target
+        notes = []
+        fused = None
+        if target is Target.cpu and config.precision.gated:
+            with stage("Exporting ONNX Runtime's fused-attention graph for CPU (checked against PyTorch)"):
+                fused = cpu_graph.export_fused(model, work / "fp32-fused.onnx", config.export, max_length, pad_id)
+            if fused.path is None:
+                notes.append(f"No fused CPU graph ({fused.why_not}): int8-dynamic is made from the exported graph.")
         report = None
         served, variants = fp32_file, {}
         if config.precision.gated:
             report = build_variants(
-                fp32_file, tokenizer, max_length, labels, config.precision, target.value, work, stage, data
+                fp32_file,
+                tokenizer,
+                max_length,
+                labels,
+                config.precision,
+                target.value,
+                work,
+                stage,
+                data,
+                fused.path if fused else None,
             )
             for variant in report.kept():
                 if variant.precision is report.served:
@@ -144,12 +160,11 @@ def build_engines(config: BuildConfig, stage: Stage = _no_progress) -> BuildResu
                     max_length=max_length,
                     opset=config.export.opset,
                     target=target.value,
-                    parity=parity.to_dict(),
+                    parity=parity.to_dict() | _fused_parity(fused),
                     precision=_precision_metadata(report, config.precision.gate),
                 ),
             )
 
-    notes = []
     if target is Target.gpu and config.tensorrt is not TensorRTMode.off:
         available, why = tensorrt_available()
         if available:
@@ -176,3 +191,12 @@ def _precision_metadata(report: PrecisionReport | None, gate: GateConfig) -> dic
     forms = {v.precision.value: v.form for v in report.kept()}
     recipes = {v.precision.value: v.recipe for v in report.kept() if v.recipe}
     return {"served": report.served.value, "models": models, "forms": forms, "recipes": recipes, "gate": gate_data}
+
+
+def _fused_parity(fused: cpu_graph.FusedGraph | None) -> dict[str, Any]:
+    """The fused CPU graph's own check against PyTorch, or why there is none."""
+    if fused is None:
+        return {}
+    if fused.parity is None:
+        return {"fused_cpu_graph": {"used": False, "why_not": fused.why_not}}
+    return {"fused_cpu_graph": {"used": True} | fused.parity.to_dict()}

@@ -37,6 +37,10 @@ from distil.errors import BuildError, ConfigError
 
 CALIBRATION_BATCH = 8
 QUANTIZED_OPS = ("MatMul", "Gemm")
+# The dynamic form also quantizes ONNX Runtime's fused Attention (its packed Q/K/V projection, as
+# QAttention) when it is made from the fused CPU graph (``build.cpu_graph``).
+DYNAMIC_OPS = (*QUANTIZED_OPS, "Attention")
+LAYER_NORMS = ("LayerNormalization", "SkipLayerNormalization", "EmbedLayerNormalization")
 
 
 class Calibration(str, Enum):
@@ -55,6 +59,7 @@ class Int8Recipe:
     smoothing: tuple[float, ...] = ()  # SmoothQuant alphas to choose from (``build.smoothing``); (): none
     keep_fp32: tuple[str, ...] = ()  # MatMul/Gemm node names left unquantized
     kept_roles: tuple[str, ...] = ()  # what those nodes are, for the report
+    fused: bool = False  # made from ONNX Runtime's fused CPU graph (``build.cpu_graph``)
 
     def __post_init__(self) -> None:
         if not 90 <= self.percentile <= 100:
@@ -64,6 +69,11 @@ class Int8Recipe:
 
     def describe(self, form: str) -> str:
         parts = ["int8 inputs of weight MatMul/Gemm only (attention products, LayerNorm, Softmax, GELU, adds FP32)"]
+        if self.fused:
+            parts[0] = (
+                "int8 inputs of weight MatMul/Gemm and of fused Attention's Q/K/V projection only (attention "
+                "products, LayerNorm, Softmax, GELU, adds FP32), on ONNX Runtime's fused graph"
+            )
         if form == "int8-qdq":
             parts.append("symmetric per-channel weights")
             ranges = (
@@ -88,19 +98,19 @@ class Int8Recipe:
 
 
 def weight_matmuls(model: Any) -> list[str]:
-    """Names of the MatMul/Gemm nodes whose second input is a constant weight, in graph order."""
+    """Names of the MatMul/Gemm (and fused Attention) nodes whose second input is a constant weight, in graph order."""
     graph = model.graph
     constants = {t.name for t in graph.initializer}
     constants.update(o for n in graph.node if n.op_type == "Constant" for o in n.output)
-    return [n.name for n in graph.node if n.op_type in QUANTIZED_OPS and len(n.input) > 1 and n.input[1] in constants]
+    return [n.name for n in graph.node if n.op_type in DYNAMIC_OPS and len(n.input) > 1 and n.input[1] in constants]
 
 
 def node_roles(model: Any) -> dict[str, str]:
     """A readable role for each weight MatMul, from what feeds it, in graph order.
 
-    In a BERT-style layer the MatMuls read, in order: the LayerNorm (Q, K, V projections), the
-    attention heads (attention output), the LayerNorm again (FFN input) and GELU (FFN output, which
-    ends the layer); Gemm nodes after the last layer are the classifier head.
+    In a BERT-style layer the MatMuls read, in order: the LayerNorm (Q, K, V projections, or one fused
+    Attention node), the attention heads (attention output), the LayerNorm again (FFN input) and GELU
+    (FFN output, which ends the layer); Gemm nodes after the last layer are the classifier head.
     """
     producers = {o: n for n in model.graph.node for o in n.output}
     weights = set(weight_matmuls(model))
@@ -111,14 +121,16 @@ def node_roles(model: Any) -> dict[str, str]:
             continue
         source = producers.get(node.input[0])
         kind = source.op_type if source is not None else "input"
-        if kind == "Gelu" or "gelu" in node.input[0].lower():
+        if "Gelu" in kind or "gelu" in node.input[0].lower():
             roles[node.name] = f"layer {layer} FFN output"
             layer, after_attention, qkv = layer + 1, False, 0
         elif node.op_type == "Gemm":
             roles[node.name] = "classifier head"
-        elif kind == "LayerNormalization" and after_attention:
+        elif node.op_type == "Attention":
+            roles[node.name] = f"layer {layer} attention QKV (fused)"
+        elif kind in LAYER_NORMS and after_attention:
             roles[node.name] = f"layer {layer} FFN input"
-        elif kind == "LayerNormalization":
+        elif kind in LAYER_NORMS:
             roles[node.name] = f"layer {layer} attention {'QKV'[qkv] if qkv < 3 else 'projection'}"
             qkv += 1
         else:
@@ -259,6 +271,7 @@ def _cache_option(quantize_static: Any, calibration_cache: Path | None) -> dict[
 
 def quantize_dynamic_int8(source: Path, destination: Path, recipe: Int8Recipe = Int8Recipe()) -> Path:
     """Int8 weights, dynamic activation scales: ONNX Runtime CPU's fast integer MatMul path."""
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     try:
@@ -268,9 +281,10 @@ def quantize_dynamic_int8(source: Path, destination: Path, recipe: Int8Recipe = 
                 str(destination),
                 weight_type=QuantType.QInt8,
                 per_channel=recipe.per_channel,
-                op_types_to_quantize=list(QUANTIZED_OPS),
+                op_types_to_quantize=list(DYNAMIC_OPS),
                 nodes_to_exclude=list(recipe.keep_fp32),
-                extra_options={"MatMulConstBOnly": True},
+                # The quantizer's shape inference knows no contrib operator; their outputs are FP32 here.
+                extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
             )
     except Exception as exc:  # ONNX Runtime raises plain exceptions from the quantizer
         raise BuildError(f"dynamic INT8 quantization of {source} failed: {type(exc).__name__}: {exc}") from exc

@@ -16,8 +16,11 @@ error by up to 4x against one alpha for all (README, "Measured on the real examp
 The division is an explicit ``Mul`` by 1/s on the MatMul's input, shared by the MatMuls that read
 the same tensor (Q, K and V read one LayerNorm output, so they share s). It is not folded into the
 LayerNorm's gamma and beta: in DistilBERT that LayerNorm output also feeds the residual add, which
-must see it unscaled. The channel maxima come from the calibration text, so a smoothed form reads it
-even when its activation scales are computed at run time.
+must see it unscaled. One input costs no ``Mul``: the attention output projection reads the heads'
+context, and each context channel is a softmax-weighted sum of one V channel, so a fused ``Attention``
+node (ONNX Runtime's, ``build.cpu_graph``) takes the 1/s into its V weights and bias instead. The
+channel maxima come from the calibration text, so a smoothed form reads it even when its activation
+scales are computed at run time.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from distil.build.quantize import fake_quantize_dynamic, fake_quantize_weight, i
 from distil.errors import ConfigError
 
 ALPHAS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+SMOOTHED_OPS = ("MatMul", "Attention")
 SEARCH_STRIDE = 4  # the alpha search reads every 4th calibration batch: the choice settles well before all
 
 
@@ -41,13 +45,29 @@ def _arrays(model: Any) -> dict[str, np.ndarray]:
 
 
 def weight_inputs(model: Any) -> dict[str, list[Any]]:
-    """The weight MatMuls (second input an initializer) grouped by the activation they read, in graph order."""
+    """The weight MatMuls and fused Attention nodes (second input an initializer, [in, out]), grouped by
+    the activation they read, in graph order."""
     constants = {t.name for t in model.graph.initializer}
     groups: dict[str, list[Any]] = {}
     for node in model.graph.node:
-        if node.op_type == "MatMul" and len(node.input) == 2 and node.input[1] in constants:
+        if node.op_type in SMOOTHED_OPS and len(node.input) >= 2 and node.input[1] in constants:
             groups.setdefault(node.input[0], []).append(node)
     return groups
+
+
+def _attention_producer(model: Any, tensor: str, readers: list[Any]) -> Any | None:
+    """The fused Attention node whose context ``tensor`` is, if nothing but ``readers`` reads it and its
+    packed Q/K/V weight and bias are initializers of three equal parts (so V's channels are known)."""
+    constants = {t.name for t in model.graph.initializer}
+    producer = next((n for n in model.graph.node if tensor in n.output), None)
+    if producer is None or producer.op_type != "Attention" or producer.output[0] != tensor:
+        return None
+    if any(a.name == "qkv_hidden_sizes" for a in producer.attribute) or len(producer.input) < 3:
+        return None
+    if not (producer.input[1] in constants and producer.input[2] in constants):
+        return None
+    consumers = [n for n in model.graph.node if tensor in n.input]
+    return producer if all(any(n is r for r in readers) for n in consumers) else None
 
 
 def _activations(
@@ -97,6 +117,17 @@ def choose_alphas(
     return {t: float(alphas[int(np.argmin(e))]) for t, e in errors.items()}
 
 
+def _scale_values(initializers: dict[str, Any], attention: Any, factor: np.ndarray) -> None:
+    """Multiply the V part (the last third) of an Attention node's packed weight columns and bias by ``factor``."""
+    from onnx import numpy_helper
+
+    for name in attention.input[1:3]:
+        values = numpy_helper.to_array(initializers[name]).astype(np.float32).copy()
+        width = values.shape[-1] // 3
+        values[..., 2 * width :] *= factor
+        initializers[name].CopyFrom(numpy_helper.from_array(values, name))
+
+
 def smooth(model: Any, feeds: Sequence[dict[str, np.ndarray]], alphas: Sequence[float] = ALPHAS) -> Any:
     """A copy of ``model`` with every weight MatMul's input smoothed; in FP32 it computes the same logits."""
     import onnx
@@ -118,9 +149,13 @@ def smooth(model: Any, feeds: Sequence[dict[str, np.ndarray]], alphas: Sequence[
     insertions = []
     for tensor, nodes in groups.items():
         scale = _scale(maxima[tensor], np.abs(weights[tensor]).max(axis=1), chosen[tensor])
-        for node in nodes:
-            weight = arrays[node.input[1]].astype(np.float32)
+        for node in nodes:  # from the initializer as it now is: an Attention's V columns may be scaled already
+            weight = numpy_helper.to_array(initializers[node.input[1]]).astype(np.float32)
             initializers[node.input[1]].CopyFrom(numpy_helper.from_array(weight * scale[:, None], node.input[1]))
+        attention = _attention_producer(smoothed, tensor, nodes)
+        if attention is not None:
+            _scale_values(initializers, attention, 1 / scale)
+            continue
         inverse = f"{tensor}_smooth_inverse"
         smoothed.graph.initializer.append(numpy_helper.from_array((1 / scale).astype(np.float32), inverse))
         output = f"{tensor}_smoothed"

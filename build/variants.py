@@ -2,7 +2,10 @@
 
 FP32 is the exported graph and the reference. FP16 is ``fp16.convert_to_fp16`` of it. INT8 is
 calibrated on the user's text: for GPU targets the explicit Q/DQ graph TensorRT compiles; for CPU
-targets both Q/DQ and dynamic INT8 are built and the faster one that passes the gate is kept.
+targets both Q/DQ and dynamic INT8 are built and the faster one that passes the gate is kept. On CPU
+targets ONNX Runtime's fused graph (``build.cpu_graph``), when there is one, is a second FP32 form
+("fp32-fused") and the source of the dynamic INT8 form; each form is gated and timed against the
+exported graph, and the fastest passing form of each precision is kept.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from distil import machine
-from distil.build import text_data
+from distil.build import cpu_graph, text_data
 from distil.build.accuracy import Agreement, GateConfig, class_shares, compare, gate, label_ids
 from distil.build.plan_gate import PlanCheckSet
 from distil.build.quantize import (
@@ -254,7 +257,8 @@ def _speeds(sessions: dict[str, Any], feeds: Sequence[dict[str, np.ndarray]], te
 def _int8_form(
     form: str,
     make: Callable[[Path, Path, Int8Recipe], Path],
-    fp32_onnx: Path,
+    graph: Path,
+    fused: bool,
     probe_feeds: Sequence[dict[str, np.ndarray]],
     probe_reference: np.ndarray,
     gate_config: GateConfig,
@@ -262,8 +266,9 @@ def _int8_form(
 ) -> tuple[Path, Int8Recipe]:
     """The INT8 form with the fewest FP32 MatMuls that passes the gate on the calibration text.
 
-    The form's recipe (``INT8_RECIPES``) may first smooth the FP32 graph (``build.smoothing``, exact in
-    FP32); that graph is what gets quantized and measured. First everything is quantized. If that fails
+    ``graph`` is the FP32 graph the form is made from: the exported one, or (``fused``) for the dynamic
+    form the fused CPU graph. The form's recipe (``INT8_RECIPES``) may first smooth it (``build.smoothing``,
+    exact in FP32); that graph is what gets quantized and measured. First everything is quantized. If that fails
     the gate against FP32 on the calibration text (never the evaluation text, which must stay unseen),
     each weight MatMul's own quantization error is measured there (``quantize.sensitivity``) and the
     most sensitive ones are kept in FP32, a few more at each step, until it passes or
@@ -271,18 +276,18 @@ def _int8_form(
     """
     import onnx
 
-    base = INT8_RECIPES[form]
-    source = fp32_onnx
+    base = replace(INT8_RECIPES[form], fused=fused)
+    source = graph
     if base.smoothing:
         source = scratch / f"{form}-smoothed-fp32.onnx"
-        onnx.save(smooth(onnx.load(str(fp32_onnx)), probe_feeds, base.smoothing), str(source))
+        onnx.save(smooth(onnx.load(str(graph)), probe_feeds, base.smoothing), str(source))
     recipe = base
     path = make(source, scratch / f"{form}.onnx", recipe)
     if not _probe_failures(path, probe_feeds, probe_reference, gate_config):
         return path, recipe
     scores = sensitivity(source, probe_feeds, path if form == "int8-qdq" else None)
     ranked = sorted(scores, key=lambda node: scores[node], reverse=True)
-    roles = node_roles(onnx.load(str(fp32_onnx)))  # the unsmoothed graph: smoothing renames no MatMul
+    roles = node_roles(onnx.load(str(graph)))  # the unsmoothed graph: smoothing renames no MatMul
     for keep in SENSITIVE_STEPS:
         chosen = tuple(ranked[:keep])
         recipe = replace(base, keep_fp32=chosen, kept_roles=tuple(roles.get(n, n) for n in chosen))
@@ -330,8 +335,12 @@ def build_variants(
     scratch: Path,
     stage: Stage = lambda _: nullcontext(),
     data: tuple[text_data.TextSet, text_data.TextSet | None] | None = None,
+    fused: Path | None = None,
 ) -> PrecisionReport:
-    """Build, evaluate, time and gate every requested precision; FP32 is always the reference."""
+    """Build, evaluate, time and gate every requested precision; FP32 is always the reference.
+
+    ``fused``: the fused CPU graph (``build.cpu_graph.export_fused``), for CPU targets.
+    """
     import onnx
 
     from distil.build.fp16 import convert_to_fp16
@@ -341,8 +350,13 @@ def build_variants(
     truth = label_ids(evaluation.labels, labels) if evaluation.labels else None
     feeds = tokenize_batches(tokenizer, evaluation.texts, max_length)
 
+    if fused is not None and target != "cpu":
+        raise ConfigError(f"the fused graph {fused} runs on ONNX Runtime only, not on {target} targets.")
     candidates: list[tuple[Precision, str, Path]] = [(Precision.fp32, "fp32", fp32_onnx)]
     recipes: dict[str, str] = {"fp16": FP16_RECIPE}
+    if fused is not None:
+        candidates.append((Precision.fp32, "fp32-fused", fused))
+        recipes["fp32-fused"] = cpu_graph.RECIPE
     calibration_source = None
     if Precision.fp16 in config.precisions:
         with stage("Converting to FP16 (LayerNorm, Softmax, reductions and mask arithmetic stay FP32)"):
@@ -367,8 +381,10 @@ def build_variants(
             forms.append(("int8-dynamic", quantize_dynamic_int8))
         for form, make in forms:
             with stage(f"Quantizing {form} (checked against FP32 on {len(calibration.texts)} calibration texts)"):
+                from_fused = form == "int8-dynamic" and fused is not None
+                graph = fused if fused is not None and from_fused else fp32_onnx
                 path, recipe = _int8_form(
-                    form, make, fp32_onnx, calibration_feeds, probe_reference, config.gate, scratch
+                    form, make, graph, from_fused, calibration_feeds, probe_reference, config.gate, scratch
                 )
             candidates.append((Precision.int8, form, path))
             recipes[form] = recipe.describe(form)

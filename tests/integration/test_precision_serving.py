@@ -50,7 +50,12 @@ def test_repository_records_the_served_precision_and_the_gate_report(int8_reposi
     assert metadata["precision"]["models"] == {"classifier": "int8", "classifier_fp32": "fp32"}
     report = json.loads((int8_repository / "precision_report.json").read_text())
     kept = {v["form"] for v in report["variants"] if v["kept"]}
-    assert "fp32" in kept and kept & {"int8-dynamic", "int8-qdq"}
+    assert len(kept & {"fp32", "fp32-fused"}) == 1 and len(kept & {"int8-dynamic", "int8-qdq"}) == 1
+    # A CPU build also exports ONNX Runtime's fused graph, checked against PyTorch, and makes int8-dynamic from it.
+    fused = metadata["parity"]["fused_cpu_graph"]
+    assert fused["used"] and fused["max_abs_diff"] <= fused["atol"]
+    dynamic = next(v for v in report["variants"] if v["form"] == "int8-dynamic")
+    assert "fused graph" in dynamic["recipe"] and dynamic["passed"]
 
 
 @pytest.mark.parametrize("protocol", list(Protocol))
