@@ -5,9 +5,9 @@ made from it. ONNX Runtime's transformer optimizer cannot fuse its attention (th
 pattern is not one the optimizer knows), so its fused int8 attention (``QAttention``) is never
 reached and dynamic INT8 stays near 1.6x FP32 on CPU. The same checkpoint exported by the TorchScript
 exporter with the model's eager attention does fuse: ``Attention``, ``SkipLayerNormalization``,
-``BiasGelu`` and ``EmbedLayerNormalization``, all ONNX Runtime contrib operators, served by ONNX
-Runtime (and Triton's onnxruntime backend) only. It is checked against PyTorch like the main export,
-and used only where ONNX Runtime serves on CPU: as a faster FP32 form and as the source of the dynamic
+``BiasGelu`` and ``EmbedLayerNormalization``, all ONNX Runtime contrib operators that TensorRT does
+not run. It is checked against PyTorch like the main export, and used only on CPU targets, whose
+classifier is ONNX Runtime in a Python backend: as a faster FP32 form and as the source of the dynamic
 INT8 form (docs/benchmarks.md has the measurements).
 
 Where the optimizer does not fuse every layer (another architecture, a new exporter), there is no

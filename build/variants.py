@@ -381,10 +381,9 @@ def build_variants(
             forms.append(("int8-dynamic", quantize_dynamic_int8))
         for form, make in forms:
             with stage(f"Quantizing {form} (checked against FP32 on {len(calibration.texts)} calibration texts)"):
-                from_fused = form == "int8-dynamic" and fused is not None
-                graph = fused if fused is not None and from_fused else fp32_onnx
+                graph = fused if form == "int8-dynamic" and fused is not None else fp32_onnx
                 path, recipe = _int8_form(
-                    form, make, graph, from_fused, calibration_feeds, probe_reference, config.gate, scratch
+                    form, make, graph, graph != fp32_onnx, calibration_feeds, probe_reference, config.gate, scratch
                 )
             candidates.append((Precision.int8, form, path))
             recipes[form] = recipe.describe(form)
