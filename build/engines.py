@@ -16,7 +16,6 @@ ONNX models, with its checksums intact, and nothing half-converted.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Callable
@@ -32,15 +31,13 @@ from distil.build.trt_engine import (
     EngineConfig,
     EngineMetadata,
     build_engine,
-    check_compatibility,
-    gpu_identity,
-    read_metadata,
     run_plan,
 )
 from distil.errors import EngineBuildError, RepositoryError
 from distil.model_repository import pbtxt
 from distil.model_repository.backends.tokenizer import bucket_lengths as tokenizer_buckets
 from distil.model_repository.config import TOKENIZER
+from distil.model_repository.integrity import rewrite_manifest
 from distil.model_repository.pbtxt import PLAN_FILE
 
 Stage = Callable[[str], AbstractContextManager[object]]
@@ -190,7 +187,7 @@ def _compile_in_place(
         _rewrite_classifier(model_dir, len(buckets))
     _pad_tokenizer_to_buckets(root, buckets)
     first = next(iter(built.values()))
-    data["tensorrt"] = {
+    tensorrt = {
         "version": first.tensorrt_version,
         "gpu": first.gpu,
         "compute_capability": first.compute_capability,
@@ -209,25 +206,5 @@ def _compile_in_place(
             for c in checks
         },
     }
-    data["files"] = metadata.checksums(root)
-    (root / metadata.METADATA_FILE).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    rewrite_manifest(root, {"tensorrt": tensorrt})
     return built
-
-
-def check_repository_engines(root: Path) -> list[str]:
-    """Check every plan in ``root`` against this node's TensorRT and GPU; return what was checked."""
-    plans = sorted(root.glob(f"*/1/{PLAN_FILE}"))
-    if not plans:
-        raise RepositoryError(f"{root} holds no TensorRT plan ({PLAN_FILE}).")
-    try:
-        import tensorrt
-    except ImportError:
-        raise EngineBuildError("TensorRT is not installed here, so plans cannot be checked or loaded.") from None
-    identity = gpu_identity()
-    if identity is None:
-        raise EngineBuildError("no NVIDIA GPU is visible (nvidia-smi), so TensorRT plans cannot load here.")
-    checked = []
-    for plan in plans:
-        check_compatibility(read_metadata(plan), str(tensorrt.__version__), identity[0], identity[1])
-        checked.append(plan.parent.parent.name)
-    return checked

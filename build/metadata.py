@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from distil import __version__
-from distil.build.model_source import ModelSource, file_sha256
+from distil.build.model_source import ModelSource
 from distil.errors import RepositoryError
+from distil.model_repository.integrity import METADATA_FILE, manifest
 
-METADATA_FILE = "distil.json"
 _TOOLS = ("torch", "transformers", "tokenizers", "onnx", "onnxruntime", "nvidia-pytriton", "tritonclient")
 
 
@@ -64,18 +64,9 @@ class BuildMetadata:
         }
 
 
-def checksums(root: Path) -> dict[str, str]:
-    """SHA-256 of every file under ``root`` except the metadata file itself, by relative path."""
-    return {
-        path.relative_to(root).as_posix(): file_sha256(path)
-        for path in sorted(root.rglob("*"))
-        if path.is_file() and path.name != METADATA_FILE and "__pycache__" not in path.parts
-    }
-
-
 def write(root: Path, build: BuildMetadata) -> Path:
     data = build.to_dict()
-    data["files"] = checksums(root)
+    data["files"] = manifest(root)
     path = root / METADATA_FILE
     path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
     return path

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from distil.build import example_model
 from distil.build.tiny import TOY_NOTE, make_tiny_checkpoint
 from distil.errors import ModelSourceError
+from distil.model_repository.integrity import file_sha256
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -131,14 +132,6 @@ def checkpoint_digest(directory: Path) -> str:
     for file in sorted(p for p in directory.rglob("*") if p.is_file()):
         digest.update(file.relative_to(directory).as_posix().encode())
         digest.update(file_sha256(file).encode())
-    return digest.hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
     return digest.hexdigest()
 
 

@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from distil.build.model_source import file_sha256
 from distil.build.onnx_export import INPUT_NAMES
 from distil.errors import ConfigError, EngineBuildError
 from distil.model_repository.backends.tokenizer import bucket_for
+from distil.model_repository.integrity import file_sha256
 
 DEFAULT_BUCKETS = (64, 128, 256, 512)
 METADATA_SUFFIX = ".json"
@@ -85,10 +85,20 @@ class EngineMetadata:
         return dict(self.__dict__)
 
 
+def import_tensorrt() -> Any:
+    """TensorRT's Python API: ``tensorrt``, or the ``tensorrt_bindings`` wheel alone (what the serving image
+    installs, hash-pinned, over the image's own TensorRT libraries; the ``tensorrt`` package only re-exports it)."""
+    try:
+        import tensorrt
+    except ImportError:
+        import tensorrt_bindings as tensorrt  # raises ImportError when neither is installed
+    return tensorrt
+
+
 def tensorrt_available() -> tuple[bool, str]:
     """Whether engines can be built here, and if not, why (for the user)."""
     try:
-        import tensorrt
+        tensorrt = import_tensorrt()
     except ImportError:
         return False, (
             "TensorRT is not installed; TensorRT engines need an NVIDIA GPU and TensorRT (use NVIDIA's Triton "
@@ -123,7 +133,7 @@ def gpu_identity() -> tuple[str, str] | None:
 def build_engine(config: EngineConfig) -> EngineMetadata:
     """Compile ``config.onnx_file`` into a strongly typed plan with one profile per bucket."""
     try:
-        import tensorrt as trt
+        trt = import_tensorrt()
     except ImportError:
         raise EngineBuildError(tensorrt_available()[1] + ".") from None
     identity = gpu_identity()
@@ -206,7 +216,7 @@ def run_plan(plan_file: Path, batches: Sequence[tuple[np.ndarray, np.ndarray]], 
     does. Never run in this project's CI (no GPU): see the README.
     """
     try:
-        import tensorrt as trt
+        trt = import_tensorrt()
     except ImportError:
         raise EngineBuildError(tensorrt_available()[1] + ".") from None
     cudart = _cudart()

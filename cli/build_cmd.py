@@ -14,6 +14,7 @@ from distil.build.model_source import DEFAULT_MODEL
 from distil.cli.console import err, out, quiet_libraries, reports_errors, stage
 from distil.errors import ConfigError
 from distil.model_repository.config import RepositoryConfig, Target, load_yaml
+from distil.model_repository.integrity import METADATA_FILE, file_sha256
 
 if TYPE_CHECKING:
     from distil.build.variants import Precision, PrecisionReport
@@ -161,6 +162,11 @@ def build_engines(
         None, help="Reject a request queued this long at the classifier (0: never) [default: 1000000]."
     ),
     intra_op_threads: int | None = typer.Option(None, help="ONNX Runtime threads per instance [default: 0 = auto]."),
+    max_text_bytes: int | None = typer.Option(
+        None,
+        help="Bytes of each text the tokenizer reads; a longer text is cut there and reported TRUNCATED "
+        "[default: 16384].",
+    ),
 ) -> None:
     """Export MODEL to ONNX, check it against PyTorch, build precision variants, write a Triton repository."""
     from distil.build.accuracy import GateConfig
@@ -186,6 +192,8 @@ def build_engines(
     )
     if intra_op_threads is not None:
         repository = replace(repository, intra_op_threads=intra_op_threads)
+    if max_text_bytes is not None:
+        repository = replace(repository, max_text_bytes=max_text_bytes)
     precisions = PrecisionConfig(
         precisions=parse_precisions(precision),
         calibration_data=calibration_data,
@@ -225,6 +233,8 @@ def build_engines(
     out.print(f"parity:  max |ONNX - PyTorch| = {result.parity.max_abs_diff:.2e} (tolerance {result.parity.atol:g})")
     served = result.precision.served.value if result.precision else "fp32"
     out.print(f"serves:  'distilbert' runs the {served} classifier")
+    digest = file_sha256(result.repository / METADATA_FILE)
+    out.print(f"sha256:  {digest} ({METADATA_FILE}: pin it with --expect-sha256)", soft_wrap=True)
     for note in result.notes:
         err.print(f"[yellow]note:[/] {note}")
     if target is Target.cpu:
@@ -255,3 +265,4 @@ def _compile_existing(source: Path, output: Path | None, workspace_mib: int) -> 
             str(len(engine.profiles)),
         )
     out.print(table)
+    out.print(f"sha256:  {file_sha256(root / METADATA_FILE)} ({METADATA_FILE}, now with the plans)", soft_wrap=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from distil.loadtest.record.schema import (
     RunResult,
     load_run,
 )
+from distil.model_repository import access
 
 app = typer.Typer(
     help="Load-test a running Triton server and turn the results into capacity and HPA settings.",
@@ -115,11 +117,21 @@ def _print_progress(total: int, mode: LoadMode) -> Any:
     return show
 
 
+@dataclass(frozen=True)
+class _Served:
+    """Addresses of the server a command started, and the key of its admin APIs (for perf_analyzer)."""
+
+    http_url: str | None = None
+    grpc_url: str | None = None
+    metrics_url: str | None = None
+    admin_key: str | None = None
+
+
 @contextlib.contextmanager
-def _served(repository: Path | None) -> Iterator[tuple[str | None, str | None, str | None]]:
-    """A tritonserver on free loopback ports for ``repository``; yields (http, grpc, metrics) addresses."""
+def _served(repository: Path | None) -> Iterator[_Served]:
+    """A tritonserver on free loopback ports for ``repository``; nothing when None."""
     if repository is None:
-        yield None, None, None
+        yield _Served()
         return
     from distil.model_repository.server import ServerConfig, TritonServer
 
@@ -129,7 +141,7 @@ def _served(repository: Path | None) -> Iterator[tuple[str | None, str | None, s
         with stage(f"Starting tritonserver on {repository}"):
             server.start()
             server.wait_until_ready()
-        yield config.http_url, config.grpc_url, f"{config.host}:{config.metrics_port}"
+        yield _Served(config.http_url, config.grpc_url, f"{config.host}:{config.metrics_port}", config.admin_key)
     finally:
         server.stop()
 
@@ -241,10 +253,10 @@ def run(
     criteria = _criteria(slo_ms, percentile, error_budget, ci)
     steps = build_steps(shape, parse_levels(levels), step_duration)
     out_dir = out_dir or _default_out()
-    with _served(serve) as (http_url, grpc_url, served_metrics):
+    with _served(serve) as served:
         if serve is not None:
-            url = grpc_url if protocol is Transport.grpc else http_url
-            metrics_url = served_metrics or ""
+            url = served.grpc_url if protocol is Transport.grpc else served.http_url
+            metrics_url = served.metrics_url or ""
         config = LoadTestConfig(
             url=url or f"127.0.0.1:{default_port(protocol)}",
             transport=protocol,
@@ -259,6 +271,7 @@ def run(
             max_in_flight=max_in_flight,
             metrics_url=metrics_url or None,
             spawn_rate=spawn_rate,
+            admin_key=served.admin_key or access.key_from_env(),
         )
         result = _run(config, out_dir, cross_check)
     _finish(result, criteria, required_rps, ci)
@@ -335,10 +348,15 @@ def smoke(
     """CI smoke test: serve REPOSITORY on free ports, run a short step load, fail on any error or SLO miss."""
     steps = build_steps(Shape.step, parse_levels(levels), step_duration)
     criteria = CapacityCriteria(slo_ms=slo_ms, percentile=Percentile.P99, error_budget=0.0)
-    with _served(repository) as (http_url, grpc_url, metrics):
-        url = grpc_url if protocol is Transport.grpc else http_url
+    with _served(repository) as served:
+        url = served.grpc_url if protocol is Transport.grpc else served.http_url
         config = LoadTestConfig(
-            url=url or "", transport=protocol, steps=steps, metrics_url=metrics, max_requests=200_000
+            url=url or "",
+            transport=protocol,
+            steps=steps,
+            metrics_url=served.metrics_url,
+            max_requests=200_000,
+            admin_key=served.admin_key,
         )
         result = _run(config, out_dir)
     from distil.loadtest.analysis.report import write_report

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from distil.cli.console import err, out, reports_errors, stage
 from distil.errors import ConfigError, ServerError
+from distil.model_repository import access
 from distil.model_repository.client import Classifier, Prediction, Protocol
 from distil.model_repository.server import ServerConfig, TritonServer
 from distil.model_repository.supervisor import Recovery
@@ -26,25 +27,54 @@ def endpoints_table(config: ServerConfig, states: dict[str, str]) -> Table:
     table.add_row("gRPC", config.grpc_url)
     table.add_row("metrics (Prometheus)", config.metrics_url)
     table.add_row("models", ", ".join(f"{name} {state}" for name, state in sorted(states.items())))
+    key = f"${access.KEY_ENV}" if access.key_from_env() == config.admin_key else "a random key for this run only"
+    table.add_row("admin APIs", f"{', '.join(access.RESTRICTED_APIS)}: header {access.KEY_HEADER} = {key}")
     return table
+
+
+def exposure_warning(config: ServerConfig) -> str:
+    """What a server listening beyond loopback exposes, and to whom it is safe to expose it."""
+    return (
+        f"warning: --host {config.host} serves beyond this machine. Anyone who reaches ports {config.http_port} "
+        f"(HTTP), {config.grpc_port} (gRPC) and {config.metrics_port} (metrics) can run inference on every model, "
+        "the internal tokenizer, classifier and postprocess included, and read health, metadata and metrics; "
+        "the admin APIs need the key. This server is the tritonserver 2.51 bundled in nvidia-pytriton, which "
+        "NVIDIA's security bulletins since August 2025 list as affected by unauthenticated remote-code-execution "
+        "and denial-of-service flaws on the inference path (CVE-2025-23310/23311/23317 among them) that no key "
+        "blocks. Use it on a trusted network only; serve the public with the chart's patched image (README, "
+        "Security)."
+    )
 
 
 @reports_errors
 def serve(
     repository: Path = typer.Option(..., "--repository", "-r", help="Model repository written by build-engines."),
-    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 for all interfaces)."),
+    host: str = typer.Option(
+        "127.0.0.1",
+        help="Address to listen on. Anything but loopback exposes a Triton 2.51 with published CVEs: trusted "
+        "networks only (README, Security).",
+    ),
     http_port: int = typer.Option(8000, help="HTTP (KServe v2) port."),
     grpc_port: int = typer.Option(8001, help="gRPC port."),
     metrics_port: int = typer.Option(8002, help="Prometheus metrics port."),
     ready_timeout: float = typer.Option(300.0, help="Seconds to wait for every model to be ready."),
     log_verbose: int = typer.Option(0, help="tritonserver --log-verbose level."),
+    expect_sha256: str | None = typer.Option(
+        None,
+        "--expect-sha256",
+        help="Refuse the repository unless its distil.json has this SHA-256 (the build prints it).",
+    ),
     self_heal: bool = typer.Option(
         True,
         "--self-heal/--no-self-heal",
         help="Reload a model whose Python-backend stub died (Triton 2.51 does not); uses explicit model control.",
     ),
 ) -> None:
-    """Serve REPOSITORY with the tritonserver bundled in nvidia-pytriton until Ctrl-C or SIGTERM."""
+    """Serve REPOSITORY with the tritonserver bundled in nvidia-pytriton until Ctrl-C or SIGTERM.
+
+    The admin APIs (model repository, model config, shared memory, statistics, trace, logging) answer
+    only requests with the header distil-admin-key: $DISTIL_ADMIN_KEY if set, else a random key.
+    """
     config = ServerConfig(
         repository=repository,
         host=host,
@@ -54,6 +84,7 @@ def serve(
         ready_timeout_s=ready_timeout,
         log_verbose=log_verbose,
         self_heal=self_heal,
+        expected_sha256=expect_sha256,
     )
     stop = threading.Event()
 
@@ -64,6 +95,8 @@ def serve(
         style = "red" if recovery.error else "yellow"
         err.print(f"[{style}]self-healing:[/] {recovery.describe()}", highlight=False)
 
+    if not config.on_loopback:
+        err.print(exposure_warning(config), style="yellow", highlight=False)
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     server = TritonServer(config, on_recovery=report)
     try:
@@ -114,7 +147,13 @@ def predictions_table(predictions: list[Prediction], title: str | None = None) -
 @reports_errors
 def infer(
     texts: list[str] = typer.Argument(..., help="Texts to classify; '-' reads one text per line from stdin."),
-    url: str | None = typer.Option(None, help="Server address [default: 127.0.0.1:8000 (http) or :8001 (grpc)]."),
+    url: str | None = typer.Option(
+        None,
+        help="Server address; https:// (or grpcs://) for TLS [default: 127.0.0.1:8000 (http) or :8001 (grpc)].",
+    ),
+    ca_cert: Path | None = typer.Option(
+        None, "--ca-cert", help="PEM file of the authority that signed the server's TLS certificate [default: system]."
+    ),
     protocol: Protocol = typer.Option(Protocol.http, help="Triton protocol."),
     model: str = typer.Option("distilbert", help="Model to query."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
@@ -126,7 +165,7 @@ def infer(
         texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
         if not texts:
             raise ConfigError("stdin held no text to classify.")
-    with Classifier(url or _default_url(protocol), protocol, model=model) as client:
+    with Classifier(url or _default_url(protocol), protocol, model=model, ca_cert=ca_cert) as client:
         predictions = client.classify(texts)
     if as_json:
         typer.echo(json.dumps([p.to_dict() for p in predictions], indent=2))

@@ -24,12 +24,13 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from distil.errors import ConfigError, ServerError
+from distil.model_repository import access, integrity
 from distil.model_repository.supervisor import Recovery, StubSupervisor, remove_regions
 
 _FAILED_LINE = re.compile(r"failed to load|UNAVAILABLE|Address already in use|error: creating server", re.IGNORECASE)
@@ -50,8 +51,13 @@ class ServerConfig:
     # Reload the model of a Python-backend stub that dies (see supervisor.py). It runs Triton in
     # explicit model-control mode with --load-model=*, which loads every model at start as before.
     self_heal: bool = True
+    # The SHA-256 that distil.json must have (integrity.py); None checks the files against it alone.
+    expected_sha256: str | None = None
+    # The key of the admin APIs (access.py): $DISTIL_ADMIN_KEY, else a new random one per server.
+    admin_key: str = field(default_factory=lambda: access.key_from_env() or access.new_key(), repr=False)
 
     def __post_init__(self) -> None:
+        access.check_key(self.admin_key)
         ports = (self.http_port, self.grpc_port, self.metrics_port)
         if any(not 0 < port < 65536 for port in ports):
             raise ConfigError(f"ports must be in 1..65535, got {ports}.")
@@ -65,6 +71,10 @@ class ServerConfig:
         """A config whose HTTP, gRPC and metrics ports are three distinct ports free now on its host."""
         http, grpc, metrics = free_ports(3, settings.get("host", "127.0.0.1"))
         return cls(repository, http_port=http, grpc_port=grpc, metrics_port=metrics, **settings)
+
+    @property
+    def on_loopback(self) -> bool:
+        return self.host in ("127.0.0.1", "::1", "localhost") or self.host.startswith("127.")
 
     @property
     def http_url(self) -> str:
@@ -149,6 +159,7 @@ def prepare_workspace(workspace: Path) -> Path:
 
 def server_environment() -> dict[str, str]:
     env = dict(os.environ)
+    env.pop(access.KEY_ENV, None)  # the stubs run the repository's code: they have no use for the key
     libraries = [str(_libraries(triton_distribution()))]
     libdir = sysconfig.get_config_var("LIBDIR")
     if libdir:  # the stub links libpython of this interpreter
@@ -209,9 +220,13 @@ class TritonServer:
             f"--metrics-port={c.metrics_port}",
             "--allow-metrics=true",
             "--allow-gpu-metrics=false",
+            # Their request paths escaped the restriction in older releases (CVE-2026-24206/24207).
+            "--allow-sagemaker=false",
+            "--allow-vertex-ai=false",
             "--strict-readiness=true",
             f"--exit-timeout-secs={c.exit_timeout_s}",
             f"--log-verbose={c.log_verbose}",
+            *access.server_flags(c.admin_key),
             *(["--model-control-mode=explicit", "--load-model=*"] if c.self_heal else []),
         ]
 
@@ -222,6 +237,10 @@ class TritonServer:
                 f"{c.repository} is not a Triton model repository (no <model>/config.pbtxt); "
                 f"write one with 'distil build-engines --output {c.repository}'."
             )
+        integrity.remove_bytecode(c.repository)
+        verdict = integrity.verify(c.repository, c.expected_sha256)
+        if not verdict.ok:
+            raise ServerError(verdict.describe())
         for what, port in (("HTTP", c.http_port), ("gRPC", c.grpc_port), ("metrics", c.metrics_port)):
             check_port_free(c.host, port, what)
         self._workspace = Path(tempfile.mkdtemp(prefix="distil-triton-"))
@@ -236,7 +255,9 @@ class TritonServer:
                 env=server_environment(),
                 start_new_session=True,  # Ctrl-C reaches us, and we stop the server in order
             )
-        self.supervisor = StubSupervisor(self._process.pid, c.http_url, heal=c.self_heal, on_recovery=self._on_recovery)
+        self.supervisor = StubSupervisor(
+            self._process.pid, c.http_url, c.admin_key, heal=c.self_heal, on_recovery=self._on_recovery
+        )
         self.supervisor.start()
 
     @property
@@ -266,7 +287,10 @@ class TritonServer:
 
     def model_states(self) -> dict[str, str]:
         request = urllib.request.Request(
-            f"http://{self.config.http_url}/v2/repository/index", data=b"{}", method="POST"
+            f"http://{self.config.http_url}/v2/repository/index",
+            data=b"{}",
+            method="POST",
+            headers=access.http_headers(self.config.admin_key),
         )
         with urllib.request.urlopen(request, timeout=5) as response:
             index = json.loads(response.read())

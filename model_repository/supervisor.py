@@ -26,6 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from distil.model_repository import access
+
 STUB_BINARY = "triton_python_backend_stub"
 SHM_DIR = Path("/dev/shm")
 GENERATION_PARAMETER = "distil_stub_generation"
@@ -108,21 +110,27 @@ def stubs_of(server_pid: int) -> list[Stub]:
     return stubs
 
 
-def reload_model(http_url: str, model: str, generation: int, timeout_s: float = 120.0) -> None:
+def reload_model(http_url: str, admin_key: str, model: str, generation: int, timeout_s: float = 120.0) -> None:
     """Load ``model`` again through Triton's repository API (explicit model-control mode).
 
     The config is sent back with a new generation parameter, so Triton sees a changed model and
     really replaces its instances (a load of an unchanged model returns at once and does nothing).
+    Both APIs are restricted to requests carrying the server's admin key (access.py).
     """
-    with urllib.request.urlopen(f"http://{http_url}/v2/models/{model}/config", timeout=10) as response:
-        config = json.loads(response.read())
+    headers = access.http_headers(admin_key)
+    config_request = urllib.request.Request(f"http://{http_url}/v2/models/{model}/config", headers=headers)
+    try:
+        with urllib.request.urlopen(config_request, timeout=10) as response:
+            config = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        raise RuntimeError(exc.read().decode(errors="replace") or str(exc)) from None
     config.setdefault("parameters", {})[GENERATION_PARAMETER] = {"string_value": str(generation)}
     body = json.dumps({"parameters": {"config": json.dumps(config)}}).encode()
     request = urllib.request.Request(
         f"http://{http_url}/v2/repository/models/{model}/load",
         data=body,
         method="POST",
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", **headers},
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout_s):
@@ -138,12 +146,14 @@ class StubSupervisor:
         self,
         server_pid: int,
         http_url: str,
+        admin_key: str,
         heal: bool = True,
         period_s: float = 0.25,
         on_recovery: Callable[[Recovery], None] | None = None,
     ) -> None:
         self.server_pid = server_pid
         self.http_url = http_url
+        self.admin_key = admin_key
         self.heal = heal
         self.period_s = period_s
         self.on_recovery = on_recovery or (lambda recovery: log.warning("%s", recovery.describe()))
@@ -202,7 +212,7 @@ class StubSupervisor:
             detected = time.monotonic()
             self._generation += 1
             try:
-                reload_model(self.http_url, model, self._generation)
+                reload_model(self.http_url, self.admin_key, model, self._generation)
                 recovery = Recovery(stub, detected, time.monotonic())
             except (OSError, RuntimeError, ValueError) as exc:
                 recovery = Recovery(stub, detected, None, error=str(exc))

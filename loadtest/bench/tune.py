@@ -37,6 +37,7 @@ from distil.loadtest.drive.protocol import HttpRequester, Target
 from distil.loadtest.record.percentiles import Percentile
 from distil.model_repository import pbtxt
 from distil.model_repository.config import CLASSIFIER, ENSEMBLE, POSTPROCESS, TOKENIZER
+from distil.model_repository.integrity import rewrite_manifest
 from distil.model_repository.server import ServerConfig, TritonServer
 
 Progress = Callable[[str], None]
@@ -220,6 +221,7 @@ def apply_point(repository: Path, classifier: str, point: TunePoint) -> list[Pat
         if ensemble.max_batch_size != limit:
             ensemble.max_batch_size = limit
             written.append(pbtxt.write_proto(config_file, ensemble))
+    rewrite_manifest(repository)  # the configs changed: the checksums the server verifies follow them
     return written
 
 

@@ -32,6 +32,7 @@ from distil.loadtest.drive.protocol import TEXT, Transport, default_port, parse_
 from distil.loadtest.drive.shapes import LoadTestConfig
 from distil.loadtest.record.cpu import CpuSnapshot, CpuUse
 from distil.loadtest.record.schema import CrossCheckLevel, LoadMode
+from distil.model_repository import access
 
 ENV = "DISTIL_PERF_ANALYZER"
 INSTALL_HINT = (
@@ -128,7 +129,21 @@ def command(
         "-f",
         str(csv_path),
         *_tensor_format(config.transport),
+        *_admin_header(config),
     ]
+
+
+def _redacted(args: list[str], key: str | None) -> list[str]:
+    """The argv as the log shows it: the admin key never lands in a run's files."""
+    return [arg.replace(key, "<admin key>") for arg in args] if key else args
+
+
+def _admin_header(config: LoadTestConfig) -> list[str]:
+    """perf_analyzer reads the model's config, a restricted API (access.py): it needs the server's admin key."""
+    if not config.admin_key:
+        return []
+    header = access.GRPC_KEY_HEADER if config.transport is Transport.grpc else access.KEY_HEADER
+    return ["-H", f"{header}:{config.admin_key}"]
 
 
 def _tensor_format(transport: Transport) -> list[str]:
@@ -179,7 +194,7 @@ def cross_check(
         args = command(tool, config, step[0], step[1], data, csv_path)
         log = work_dir / "perf_analyzer.log"
         with log.open("a", encoding="utf-8") as handle:
-            handle.write("$ " + " ".join(args) + "\n")
+            handle.write("$ " + " ".join(_redacted(args, config.admin_key)) + "\n")
             handle.flush()
             before, children = CpuSnapshot.now(), _children_cpu_s()
             done = subprocess.run(
@@ -188,7 +203,15 @@ def cross_check(
             after = CpuSnapshot.now()
         if done.returncode != 0 or not csv_path.exists():
             tail = "\n".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-15:])
-            raise LoadTestError(f"perf_analyzer failed at concurrency {step[0]} (exit {done.returncode}):\n{tail}")
+            hint = (
+                f"\nThe server restricts the model-config API that perf_analyzer reads: set ${access.KEY_ENV} to "
+                "its admin key (`distil serve` takes the key from there too)."
+                if "is restricted, expecting header" in tail
+                else ""
+            )
+            raise LoadTestError(
+                f"perf_analyzer failed at concurrency {step[0]} (exit {done.returncode}):\n{tail}{hint}"
+            )
         # CPU over perf_analyzer's whole run, its start-up and warm-up included.
         wall = after.wall_s - before.wall_s
         use = CpuUse.between(before, after)

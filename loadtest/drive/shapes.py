@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
@@ -92,6 +92,8 @@ class LoadTestConfig:
     max_in_flight: int = 64
     metrics_url: str | None = "127.0.0.1:8002"
     spawn_rate: float | None = None  # users started per second; None: :func:`spawn_rate`
+    # The server's admin key, for perf_analyzer, which reads the model config (a restricted API).
+    admin_key: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "transport", Transport(self.transport))

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from distil.cli.app import app
 from distil.model_repository.client import Classifier, Protocol
+from distil.model_repository.integrity import rewrite_manifest
 from distil.model_repository.server import TritonServer, free_port, free_ports
 from tests.conftest import Reference
 from tests.integration.conftest import start_server
@@ -181,6 +182,7 @@ def test_serve_reports_the_model_error_from_tritons_log(batching_repository: Pat
     broken = tmp_path / "broken"
     shutil.copytree(batching_repository, broken)
     (broken / "classifier" / "1" / "model.onnx").write_bytes(b"this is not an onnx model")
+    rewrite_manifest(broken)  # a broken build, not a tampered repository (that one is refused before Triton)
     process = _serve(broken, *free_ports(3))
     _, stderr = process.communicate(timeout=180)
     assert process.returncode == 1

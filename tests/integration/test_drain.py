@@ -16,6 +16,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
 from distil.model_repository import pbtxt
+from distil.model_repository.integrity import rewrite_manifest
 from distil.model_repository.server import free_ports
 from distil.model_repository.supervisor import children_of, process_alive, stubs_of
 from tests.integration.test_cli import _serve, _wait_for_line
@@ -49,6 +50,7 @@ def test_sigterm_answers_in_flight_requests_exits_cleanly_and_leaves_no_process(
     config = pbtxt.parse_text(config_file.read_text())
     config.dynamic_batching.default_queue_policy.default_timeout_microseconds = 0
     pbtxt.write_proto(config_file, config)
+    rewrite_manifest(repository)  # a deliberate change: the checksums follow it, as `distil tune` does
     http, grpc, metrics = free_ports(3)
     process = _serve(repository, http, grpc, metrics)
     try:

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from distil.cli.app import app
 from distil.loadtest.drive.perf_analyzer import INSTALL_HINT, find_perf_analyzer
+from distil.model_repository import access
 from distil.model_repository.server import TritonServer
 from tests.conftest import build_repository
 from tests.integration.conftest import start_server
@@ -62,9 +63,11 @@ def _paired_run(server: TritonServer, out: Path) -> tuple[dict[str, float], dict
             "loadtest", "run", "--url", server.config.http_url, "--protocol", "http-binary", "--metrics-url", "",
             "--levels", "1", "--step-duration", "6", "--out", str(out), "--cross-check",
         ],
+        env={access.KEY_ENV: server.config.admin_key},  # perf_analyzer reads the model config, a keyed API
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "perf_analyzer" in result.output
+    assert not any(server.config.admin_key in f.read_text(errors="replace") for f in out.iterdir())
     record = json.loads((out / "run.json").read_text())
     step, theirs = record["steps"][0], record["cross_check"][0]
     assert theirs["concurrency"] == step["users"] == 1
@@ -120,3 +123,19 @@ def test_distil_agrees_with_perf_analyzer_at_low_concurrency(default_server: Tri
         pytest.skip(f"the hypervisor took over {MAX_STEAL:.0%} of the CPU (steal) during every pair: {attempts}")
     missing = sorted(set(FIGURES) - agreed)
     pytest.fail(f"distil and perf_analyzer differ by more than {TOLERANCE:.0%} on {missing} in every pair: {attempts}")
+
+
+def test_the_cross_check_without_the_admin_key_says_which_key_to_set(
+    default_server: TritonServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(access.KEY_ENV, raising=False)
+    result = CliRunner().invoke(
+        app,
+        [
+            "loadtest", "run", "--url", default_server.config.http_url, "--protocol", "http-binary",
+            "--metrics-url", "", "--levels", "1", "--step-duration", "3", "--out", str(tmp_path), "--cross-check",
+        ],
+    )  # fmt: skip
+    assert result.exit_code != 0
+    assert "is restricted, expecting header 'distil-admin-key'" in result.output
+    assert f"set ${access.KEY_ENV} to its admin key" in result.output

@@ -26,6 +26,7 @@ import yaml
 from tritonclient.utils import InferenceServerException
 
 from distil.model_repository import pbtxt
+from distil.model_repository.integrity import rewrite_manifest
 from distil.model_repository.server import ServerConfig, TritonServer
 from distil.model_repository.supervisor import SHM_DIR, Stub, stubs_of
 from tests.helm.chart_helpers import CHART_DIR, HELM_MISSING, serving_deployments
@@ -226,6 +227,7 @@ def test_chart_probe_counts_an_overload_rejection_as_alive(tiny_repository: Path
     del config.dynamic_batching.preferred_batch_size[:]
     config.dynamic_batching.default_queue_policy.default_timeout_microseconds = 1
     pbtxt.write_proto(config_file, config)
+    rewrite_manifest(repository)  # a deliberate change: the checksums follow it, as `distil tune` does
     server = _start(repository, self_heal=False)
     try:
         command = _chart_probe_commands(server.config.http_port)["livenessProbe"]

@@ -25,6 +25,7 @@ from distil.errors import ConfigError, EngineBuildError, RepositoryError
 from distil.model_repository import pbtxt
 from distil.model_repository.backends.tokenizer import bucket_for
 from distil.model_repository.config import RepositoryConfig, Target
+from distil.model_repository.integrity import manifest, verify
 from tests.conftest import build_repository
 
 
@@ -151,7 +152,8 @@ def test_plans_that_pass_the_gate_switch_every_classifier_with_fresh_checksums(f
     config = pbtxt.parse_text((root / "classifier" / "config.pbtxt").read_text())
     assert config.platform == "tensorrt_plan"
     data = metadata.read(root)
-    assert data["files"] == metadata.checksums(root)  # checksums describe the switched repository
+    assert data["files"] == manifest(root)  # checksums describe the switched repository
+    assert verify(root).ok
     check = data["tensorrt"]["plan_checks"]["classifier"]
     assert check["agreement"] == 1.0 and check["failures"] == []
     assert not [p for p in root.parent.iterdir() if p.name.startswith(".")]  # no staging copy left behind
