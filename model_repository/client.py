@@ -1,17 +1,22 @@
-"""Query the ``distilbert`` ensemble of a running Triton server over HTTP or gRPC."""
+"""Query the ``distilbert`` ensemble of a running Triton server over HTTP or gRPC.
+
+Only the public API is used (inference and metadata), so the client works through the chart's
+routes and needs no admin key. ``https://`` (or ``grpcs://``) in the URL means TLS with the system's
+certificate authorities or ``ca_cert``; a plain or ``http://`` URL means plaintext.
+"""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from distil.errors import InferenceError
-from distil.model_repository.config import ENSEMBLE, POSTPROCESS
+from distil.errors import ConfigError, InferenceError
+from distil.model_repository.config import ENSEMBLE
 from distil.model_repository.pbtxt import LABEL, LOGITS, PROBABILITIES, TEXT, TRUNCATED
 
 
@@ -46,29 +51,56 @@ def _client_module(protocol: Protocol) -> Any:
     return module
 
 
-def _strip_scheme(url: str) -> str:
-    for scheme in ("http://", "https://", "grpc://"):
+_PLAIN = ("http://", "grpc://")
+_TLS = ("https://", "grpcs://")
+
+
+def split_url(url: str) -> tuple[str, bool]:
+    """(host:port, whether to use TLS) from a server URL; a scheme other than those known is an error."""
+    for scheme in _PLAIN + _TLS:
         if url.startswith(scheme):
-            return url[len(scheme) :]
-    return url
+            return url[len(scheme) :].rstrip("/"), scheme in _TLS
+    if "://" in url:
+        raise ConfigError(f"--url {url}: use http://, https://, grpc://, grpcs:// or host:port.")
+    return url, False
+
+
+# The text of the one request that asks the server for the label names (classification extension).
+_LABELS_QUERY = "label names"
 
 
 class Classifier:
     """A client for the public ``distilbert`` model."""
 
-    def __init__(self, url: str, protocol: Protocol = Protocol.http, model: str = ENSEMBLE, timeout_s: float = 60.0):
+    def __init__(
+        self,
+        url: str,
+        protocol: Protocol = Protocol.http,
+        model: str = ENSEMBLE,
+        timeout_s: float = 60.0,
+        ca_cert: Path | None = None,
+    ):
         self.protocol = protocol
         self.model = model
         self._module = _client_module(protocol)
-        self._url = _strip_scheme(url)
+        self._url, tls = split_url(url)
+        if ca_cert is not None and not tls:
+            raise ConfigError(f"--ca-cert is for TLS: give an https:// URL, not {url}.")
         self._timeout_s = timeout_s
         try:
             if protocol is Protocol.grpc:
-                self._client = self._module.InferenceServerClient(self._url)
+                roots = str(ca_cert) if ca_cert is not None else None  # tritonclient opens the file itself
+                self._client = self._module.InferenceServerClient(self._url, ssl=tls, root_certificates=roots)
             else:
                 self._client = self._module.InferenceServerClient(
-                    self._url, connection_timeout=timeout_s, network_timeout=timeout_s
+                    self._url,
+                    connection_timeout=timeout_s,
+                    network_timeout=timeout_s,
+                    ssl=tls,
+                    ssl_options={"ca_certs": str(ca_cert)} if ca_cert is not None else None,
                 )
+        except OSError as exc:
+            raise ConfigError(f"--ca-cert {ca_cert}: {exc.strerror or exc}") from exc
         except Exception as exc:  # tritonclient raises plain exceptions for bad URLs
             raise InferenceError(f"cannot create a {protocol.value} client for {url}: {exc}") from exc
         self._labels: list[str] | None = None
@@ -83,37 +115,58 @@ class Classifier:
         self.close()
 
     def labels(self) -> list[str]:
-        """Label names in logit order, read from the postprocess model's config on the server."""
+        """Label names in logit order, from the server through Triton's classification extension.
+
+        The model's metadata gives the number of classes; one request then asks for PROBABILITIES
+        as all its classes, each answered as ``probability:index:label`` (pbtxt.LABELS_FILE).
+        """
         if self._labels is None:
-            try:
-                config = self._client.get_model_config(POSTPROCESS)
-            except Exception as exc:
-                raise InferenceError(
-                    f"cannot read the label names from {self._url}: {_message(exc)}{_next_step(exc)}"
-                ) from exc
-            if self.protocol is Protocol.grpc:
-                raw = config.config.parameters["labels"].string_value
-            else:
-                raw = config["parameters"]["labels"]["string_value"]
-            self._labels = list(json.loads(raw))
+            classes = self._classes()
+            result = self._infer(
+                [_LABELS_QUERY], [self._module.InferRequestedOutput(PROBABILITIES, class_count=classes)]
+            )
+            names: dict[int, str] = {}
+            for entry in result.as_numpy(PROBABILITIES).reshape(-1):
+                _, index, name = entry.decode("utf-8").split(":", 2)
+                names[int(index)] = name
+            if sorted(names) != list(range(classes)):
+                raise InferenceError(f"{self.model!r} at {self._url} did not name its {classes} classes: {names}.")
+            self._labels = [names[i] for i in range(classes)]
         return self._labels
 
-    def infer_raw(self, texts: Sequence[str | bytes]) -> dict[str, np.ndarray]:
-        """One request with all ``texts``; returns the output arrays by name."""
+    def _classes(self) -> int:
+        try:
+            metadata = self._client.get_model_metadata(self.model)
+        except Exception as exc:
+            raise InferenceError(
+                f"cannot read the metadata of {self.model!r} from {self._url}: {_message(exc)}{_next_step(exc)}"
+            ) from exc
+        if self.protocol is Protocol.grpc:
+            shapes = {output.name: list(output.shape) for output in metadata.outputs}
+        else:
+            shapes = {output["name"]: list(output["shape"]) for output in metadata["outputs"]}
+        if PROBABILITIES not in shapes:
+            raise InferenceError(f"{self.model!r} at {self._url} has no {PROBABILITIES} output: is it a distil model?")
+        return int(shapes[PROBABILITIES][-1])
+
+    def _infer(self, texts: Sequence[str | bytes], outputs: list[Any]) -> Any:
         values = np.array([[t.encode("utf-8") if isinstance(t, str) else t] for t in texts], dtype=np.object_)
         infer_input = self._module.InferInput(TEXT, list(values.shape), "BYTES")
         infer_input.set_data_from_numpy(values)
-        outputs = [self._module.InferRequestedOutput(name) for name in (LABEL, PROBABILITIES, LOGITS, TRUNCATED)]
         try:
             if self.protocol is Protocol.grpc:
-                result = self._client.infer(self.model, [infer_input], outputs=outputs, client_timeout=self._timeout_s)
-            else:
-                result = self._client.infer(self.model, [infer_input], outputs=outputs)
+                return self._client.infer(self.model, [infer_input], outputs=outputs, client_timeout=self._timeout_s)
+            return self._client.infer(self.model, [infer_input], outputs=outputs)
         except Exception as exc:
             raise InferenceError(
                 f"inference on {self.model!r} at {self._url} failed: {_message(exc)}{_next_step(exc)}"
             ) from exc
-        return {name: result.as_numpy(name) for name in (LABEL, PROBABILITIES, LOGITS, TRUNCATED)}
+
+    def infer_raw(self, texts: Sequence[str | bytes]) -> dict[str, np.ndarray]:
+        """One request with all ``texts``; returns the output arrays by name."""
+        names = (LABEL, PROBABILITIES, LOGITS, TRUNCATED)
+        result = self._infer(texts, [self._module.InferRequestedOutput(name) for name in names])
+        return {name: result.as_numpy(name) for name in names}
 
     def classify(self, texts: Sequence[str]) -> list[Prediction]:
         if not texts:
@@ -143,11 +196,18 @@ def _message(exc: Exception) -> str:
 
 
 _UNREACHABLE = ("connection refused", "failed to connect", "unavailable", "name or service not known", "timed out")
+_TLS_FAILURE = ("ssl", "certificate", "handshake", "wrong version number")
 
 
 def _next_step(exc: Exception) -> str:
     """What to do when no server answered at all (the other failures carry the server's own message)."""
-    if isinstance(exc, OSError) or any(marker in _message(exc).lower() for marker in _UNREACHABLE):
+    message = _message(exc).lower()
+    if any(marker in message for marker in _TLS_FAILURE):
+        return (
+            " — the TLS connection failed: does the server speak TLS there (https://), and does --ca-cert "
+            "name the authority that signed its certificate?"
+        )
+    if isinstance(exc, OSError) or any(marker in message for marker in _UNREACHABLE):
         return (
             " — is a server running there? Start one with `distil serve --repository DIR`, "
             "or point --url (and --protocol) at a running one."

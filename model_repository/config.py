@@ -16,6 +16,10 @@ TOKENIZER = "tokenizer"
 CLASSIFIER = "classifier"
 POSTPROCESS = "postprocess"
 BATCHED_MODELS = (TOKENIZER, CLASSIFIER, POSTPROCESS)
+# The tokenizer reads at most this many bytes of each text (README, "Bounded input"): far more than
+# the 512 tokens DistilBERT reads (English runs ~5 bytes a token), and small enough that one text
+# costs its batch under a millisecond of tokenization.
+DEFAULT_MAX_TEXT_BYTES = 16_384
 
 
 class Target(str, Enum):
@@ -65,8 +69,9 @@ def _default_batching() -> dict[str, BatchingConfig]:
     # classifier is where requests pile up: it holds at most 256 (four full batches, well under a
     # second of CPU work) and rejects a request that waited 1 s, so clients get a fast, clear error
     # instead of an ever-growing queue.
+    # The tokenizer's queue is bounded too: every queued request holds its text in memory until it runs.
     return {
-        TOKENIZER: BatchingConfig(max_batch_size=64, max_queue_delay_us=500),
+        TOKENIZER: BatchingConfig(max_batch_size=64, max_queue_delay_us=500, max_queue_size=256),
         CLASSIFIER: BatchingConfig(
             max_batch_size=64,
             preferred_batch_sizes=(8, 16, 32),
@@ -86,8 +91,11 @@ class RepositoryConfig:
     batching: dict[str, BatchingConfig] = field(default_factory=_default_batching)
     intra_op_threads: int = 0  # 0: ONNX Runtime picks (one per core)
     inter_op_threads: int = 1
+    max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES
 
     def __post_init__(self) -> None:
+        if self.max_text_bytes < 1:
+            raise ConfigError(f"max_text_bytes must be at least 1, got {self.max_text_bytes}.")
         unknown = set(self.batching) - set(BATCHED_MODELS)
         if unknown:
             raise ConfigError(f"batching for unknown model(s) {sorted(unknown)}; known: {list(BATCHED_MODELS)}.")
@@ -118,6 +126,9 @@ class RepositoryConfig:
         return replace(self, batching=batching)
 
 
+_SCALAR_SETTINGS = ("intra_op_threads", "inter_op_threads", "max_text_bytes")
+
+
 def load_yaml(path: Path, target: Target) -> RepositoryConfig:
     """Read a batching/threading YAML file; models not named keep their defaults.
 
@@ -126,6 +137,7 @@ def load_yaml(path: Path, target: Target) -> RepositoryConfig:
         classifier: {max_batch_size: 32, preferred_batch_sizes: [8, 16], max_queue_delay_us: 3000}
         tokenizer: {instance_count: 2}
         intra_op_threads: 2
+        max_text_bytes: 16384
     """
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -137,14 +149,14 @@ def load_yaml(path: Path, target: Target) -> RepositoryConfig:
         raise ConfigError(f"batching config {path} must be a mapping of model names to settings.")
 
     batching = _default_batching()
-    threads: dict[str, int] = {}
+    scalars: dict[str, int] = {}
     allowed = {f.name for f in fields(BatchingConfig)}
     for key, value in raw.items():
-        if key in ("intra_op_threads", "inter_op_threads"):
-            threads[key] = _as_int(value, f"{path}: {key}")
+        if key in _SCALAR_SETTINGS:
+            scalars[key] = _as_int(value, f"{path}: {key}")
             continue
         if key not in BATCHED_MODELS:
-            raise ConfigError(f"{path}: unknown key {key!r}; use {list(BATCHED_MODELS)} or *_op_threads.")
+            raise ConfigError(f"{path}: unknown key {key!r}; use {list(BATCHED_MODELS)} or {list(_SCALAR_SETTINGS)}.")
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: {key} takes a mapping with keys among {sorted(allowed)}, got {value!r}.")
         unknown = sorted(str(name) for name in set(value) - allowed)
@@ -160,7 +172,7 @@ def load_yaml(path: Path, target: Target) -> RepositoryConfig:
             else:
                 settings[name] = _as_int(setting, where)
         batching[key] = replace(batching[key], **settings)
-    return RepositoryConfig(target=target, batching=batching, **threads)
+    return RepositoryConfig(target=target, batching=batching, **scalars)
 
 
 def _as_int(value: Any, where: str) -> int:

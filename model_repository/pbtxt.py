@@ -40,6 +40,11 @@ PUBLIC_OUTPUTS = (LABEL, PROBABILITIES, LOGITS, TRUNCATED)
 INTERNAL_LOGITS = "logits"
 INTERNAL_TRUNCATED = "truncated"
 
+# Beside each ensemble's config: the label names, one a line in logit order. PROBABILITIES names it as
+# its label_filename, so clients get label names through Triton's classification extension
+# (``"parameters": {"classification": k}`` on the output) without the restricted model-config API.
+LABELS_FILE = "labels.txt"
+
 
 def to_proto(config: dict[str, Any]) -> model_config_pb2.ModelConfig:
     try:
@@ -113,7 +118,12 @@ def _parameters(values: dict[str, Any]) -> dict[str, Any]:
 
 def tokenizer_config(config: RepositoryConfig, max_length: int, pad_id: int, pad_token: str) -> dict[str, Any]:
     batching = config.batching[TOKENIZER]
-    parameters: dict[str, Any] = {"max_length": max_length, "pad_id": pad_id, "pad_token": pad_token}
+    parameters: dict[str, Any] = {
+        "max_length": max_length,
+        "pad_id": pad_id,
+        "pad_token": pad_token,
+        "max_text_bytes": config.max_text_bytes,
+    }
     return {
         "name": TOKENIZER,
         "backend": "python",
@@ -136,11 +146,13 @@ def classifier_config(
     pad_id: int,
     name: str = CLASSIFIER,
     vocab_size: int = 0,
+    max_length: int = 0,
 ) -> dict[str, Any]:
     """The model itself: ONNX Runtime (cpu: in a Python backend; gpu: onnxruntime_onnx; :func:`as_tensorrt_plan`
     turns the latter into a TensorRT plan once its engine is built).
 
-    ``vocab_size`` (required on cpu) bounds the ids the Python backend accepts per request.
+    ``vocab_size`` and ``max_length`` (required on cpu) bound the ids and the sequence length the
+    Python backend accepts per request.
     """
     batching = config.batching[CLASSIFIER]
     gpu = config.target is Target.gpu
@@ -163,8 +175,11 @@ def classifier_config(
         if config.intra_op_threads:
             model["parameters"] = _parameters({"intra_op_thread_count": config.intra_op_threads})
     else:
-        if vocab_size < 1:
-            raise RepositoryError(f"{name}: the cpu classifier needs the vocabulary size, got {vocab_size}.")
+        if vocab_size < 1 or max_length < 1:
+            raise RepositoryError(
+                f"{name}: the cpu classifier needs the vocabulary size and the maximum length, got {vocab_size} "
+                f"and {max_length}."
+            )
         model["backend"] = "python"
         model["parameters"] = _parameters(
             {
@@ -172,6 +187,7 @@ def classifier_config(
                 "inter_op_threads": config.inter_op_threads,
                 "pad_id": pad_id,
                 "vocab_size": vocab_size,
+                "max_sequence_length": max_length,
             }
         )
     return model
@@ -189,17 +205,17 @@ def postprocess_config(config: RepositoryConfig, labels: Sequence[str]) -> dict[
             _tensor(INTERNAL_LOGITS, "TYPE_FP32", [num_labels]),
             _tensor(INTERNAL_TRUNCATED, "TYPE_BOOL", [1]),
         ],
-        "output": _public_outputs(num_labels),
+        "output": _public_outputs(num_labels, labels_file=False),
         "dynamic_batching": _dynamic_batching(batching),
         "instance_group": _instances(batching, "KIND_CPU"),
         "parameters": _parameters({"labels": json.dumps(list(labels))}),
     }
 
 
-def _public_outputs(num_labels: int) -> list[dict[str, Any]]:
+def _public_outputs(num_labels: int, labels_file: bool) -> list[dict[str, Any]]:
     return [
         _tensor(LABEL, "TYPE_STRING", [1]),
-        _tensor(PROBABILITIES, "TYPE_FP32", [num_labels]),
+        _tensor(PROBABILITIES, "TYPE_FP32", [num_labels], **({"label_filename": LABELS_FILE} if labels_file else {})),
         _tensor(LOGITS, "TYPE_FP32", [num_labels]),
         _tensor(TRUNCATED, "TYPE_BOOL", [1]),
     ]
@@ -218,7 +234,7 @@ def ensemble_config(
         "platform": "ensemble",
         "max_batch_size": config.ensemble_max_batch_size,
         "input": [_tensor(TEXT, "TYPE_STRING", [1])],
-        "output": _public_outputs(num_labels),
+        "output": _public_outputs(num_labels, labels_file=True),
         "ensemble_scheduling": {
             "step": [
                 _step(

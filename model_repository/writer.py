@@ -12,6 +12,7 @@ Layout (``<repository>`` is the folder given to ``tritonserver --model-repositor
     postprocess/config.pbtxt        Python backend; emits every public output of the ensemble
     postprocess/1/model.py
     distilbert/config.pbtxt         the ensemble: TEXT in; LABEL, PROBABILITIES, LOGITS, TRUNCATED out
+    distilbert/labels.txt           label names for Triton's classification extension on PROBABILITIES
     distilbert/1/                   (empty: Triton wants a version folder for ensembles too)
 """
 
@@ -54,6 +55,8 @@ class ModelInterface:
     def __post_init__(self) -> None:
         if not self.labels:
             raise RepositoryError("the model has no labels (id2label is empty).")
+        if any(not label.strip() or "\n" in label or "\r" in label for label in self.labels):
+            raise RepositoryError(f"labels must be non-empty single lines, got {list(self.labels)}; fix id2label.")
         if not (self.tokenizer_dir / tokenizer.TOKENIZER_FILE).is_file():
             raise RepositoryError(f"{self.tokenizer_dir} has no {tokenizer.TOKENIZER_FILE} (a fast tokenizer).")
 
@@ -147,7 +150,9 @@ def write_repository(
             _copy_backend(onnx_classifier.__file__, version / "model.py")
         pbtxt.write(
             root / name / "config.pbtxt",
-            pbtxt.classifier_config(config, num_labels, model.pad_id, name=name, vocab_size=vocab_size),
+            pbtxt.classifier_config(
+                config, num_labels, model.pad_id, name=name, vocab_size=vocab_size, max_length=model.max_length
+            ),
         )
 
     # postprocess
@@ -160,6 +165,9 @@ def write_repository(
         pbtxt.write(
             root / ensemble / "config.pbtxt",
             pbtxt.ensemble_config(config, num_labels, name=ensemble, classifier=classifier),
+        )
+        (root / ensemble / pbtxt.LABELS_FILE).write_text(
+            "".join(f"{label}\n" for label in model.labels), encoding="utf-8"
         )
 
     return sorted(p for p in root.rglob("*") if p.is_file())

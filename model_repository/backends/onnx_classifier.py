@@ -8,8 +8,9 @@ On GPU nodes the same ``model.onnx`` is served by the NGC
 image's ``onnxruntime_onnx`` backend instead and this file is not used.
 
 ``classifier`` is itself a served model, so a client can call it directly. One request with an id
-outside the vocabulary would fail ONNX Runtime's Gather for the whole batch, so every request is
-checked first (:func:`request_error`): a bad one fails alone with INVALID_ARG, the others still run.
+outside the vocabulary, or longer than the model's position embeddings, would fail ONNX Runtime's
+Gather for the whole batch, so every request is checked first (:func:`request_error`): a bad one
+fails alone with INVALID_ARG, the others still run.
 
 This file is copied into ``<repository>/classifier/1/model.py``; it imports only numpy and onnxruntime.
 """
@@ -43,7 +44,7 @@ def pad_and_stack(arrays: Sequence[np.ndarray], pad_value: int) -> np.ndarray:
     return out
 
 
-def request_error(input_ids: np.ndarray, attention_mask: np.ndarray, vocab_size: int) -> str | None:
+def request_error(input_ids: np.ndarray, attention_mask: np.ndarray, vocab_size: int, max_length: int) -> str | None:
     """Why one request's tensors cannot be classified, or None; the message goes back to the client."""
     for name, array in (("input_ids", input_ids), ("attention_mask", attention_mask)):
         if array.dtype != np.int64:
@@ -55,6 +56,8 @@ def request_error(input_ids: np.ndarray, attention_mask: np.ndarray, vocab_size:
             f"input_ids {list(input_ids.shape)} and attention_mask {list(attention_mask.shape)} must have the "
             f"same [batch, sequence] shape."
         )
+    if input_ids.shape[1] > max_length:
+        return f"the sequence has {input_ids.shape[1]} tokens; the model reads at most {max_length}."
     low, high = int(input_ids.min()), int(input_ids.max())
     if low < 0 or high >= vocab_size:
         bad = low if low < 0 else high
@@ -133,8 +136,11 @@ class TritonPythonModel:
             pad_id=_int_parameter(config, "pad_id", 0),
         )
         self.vocab_size = _int_parameter(config, "vocab_size", 0)
-        if self.vocab_size < 1:
-            raise ValueError("classifier config.pbtxt lacks the vocab_size parameter; rebuild the repository.")
+        self.max_length = _int_parameter(config, "max_sequence_length", 0)
+        if self.vocab_size < 1 or self.max_length < 1:
+            raise ValueError(
+                "classifier config.pbtxt lacks the vocab_size or max_sequence_length parameter; rebuild the repository."
+            )
 
     def execute(self, requests: list[Any]) -> list[Any]:
         ids = [pb_utils.get_input_tensor_by_name(r, "input_ids").as_numpy() for r in requests]
@@ -142,7 +148,7 @@ class TritonPythonModel:
         responses: list[Any] = [None] * len(requests)
         good = []
         for index, (request_ids, request_mask) in enumerate(zip(ids, mask, strict=True)):
-            error = request_error(request_ids, request_mask, self.vocab_size)
+            error = request_error(request_ids, request_mask, self.vocab_size, self.max_length)
             if error is None:
                 good.append(index)
             else:

@@ -6,6 +6,10 @@ maximum), so every response of the call has the same sequence length and the cla
 them together. A request with an empty, blank or non-UTF-8 text fails alone with INVALID_ARG; the
 other requests of the batch are answered. Truncation is not an error: ``TRUNCATED`` reports it.
 
+Only the first ``max_text_bytes`` bytes of a text are read (cut at a character boundary), before any
+decoding or tokenization: the model reads only its first ``max_length`` tokens anyway, and a text of
+megabytes would otherwise cost its whole batch seconds of tokenizing. A text cut so is ``TRUNCATED``.
+
 This file is copied into ``<repository>/tokenizer/1/model.py``; it imports only numpy and tokenizers.
 """
 
@@ -31,28 +35,46 @@ class InvalidTextError(ValueError):
     """A request's text cannot be classified; the message is sent back to the client."""
 
 
-def decode_texts(values: np.ndarray) -> list[str]:
+def utf8_prefix(value: bytes, max_bytes: int) -> bytes:
+    """The longest prefix of ``value`` of at most ``max_bytes`` bytes that does not split a UTF-8 character."""
+    if len(value) <= max_bytes:
+        return value
+    end = max_bytes
+    # A continuation byte (0b10xxxxxx) at the cut means a character starts before it: cut before that.
+    while end > 0 and value[end] & 0xC0 == 0x80 and max_bytes - end < 3:
+        end -= 1
+    return value[:end]
+
+
+@dataclass(frozen=True)
+class Texts:
+    texts: list[str]
+    cut: list[bool]  # the text was longer than max_text_bytes, and only its start is classified
+
+
+def decode_texts(values: np.ndarray, max_bytes: int) -> Texts:
     """Decode a request's TEXT tensor (bytes objects) into strings, rejecting what cannot be classified."""
     flat = values.reshape(-1)
     if flat.size == 0:
         raise InvalidTextError("TEXT is empty: send at least one text.")
-    texts = []
+    texts, cut = [], []
     for index, value in enumerate(flat):
-        if isinstance(value, bytes):
-            try:
-                text = value.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise InvalidTextError(
-                    f"TEXT[{index}] is not valid UTF-8 (bad byte at offset {exc.start}); send UTF-8 encoded text."
-                ) from None
-        elif isinstance(value, str):
-            text = value
-        else:
+        if isinstance(value, str):
+            value = value.encode("utf-8", errors="surrogatepass")
+        if not isinstance(value, bytes):
             raise InvalidTextError(f"TEXT[{index}] has type {type(value).__name__}; send strings (BYTES).")
+        head = utf8_prefix(value, max_bytes)
+        try:
+            text = head.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidTextError(
+                f"TEXT[{index}] is not valid UTF-8 (bad byte at offset {exc.start}); send UTF-8 encoded text."
+            ) from None
         if not text.strip():
             raise InvalidTextError(f"TEXT[{index}] is empty or whitespace only; send text to classify.")
         texts.append(text)
-    return texts
+        cut.append(len(head) < len(value))
+    return Texts(texts, cut)
 
 
 @dataclass(frozen=True)
@@ -129,30 +151,36 @@ class TritonPythonModel:
             pad_token=_parameter(config, "pad_token"),
             buckets=_buckets(config),
         )
+        self.max_text_bytes = int(_parameter(config, "max_text_bytes"))
 
     def execute(self, requests: list[Any]) -> list[Any]:
         responses: list[Any] = [None] * len(requests)
         texts: list[str] = []
+        cut: list[bool] = []
         spans: list[tuple[int, int, int]] = []
         for index, request in enumerate(requests):
             try:
-                decoded = decode_texts(pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy())
+                decoded = decode_texts(
+                    pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy(), self.max_text_bytes
+                )
             except InvalidTextError as exc:
                 responses[index] = pb_utils.InferenceResponse(
                     error=pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG)
                 )
                 continue
-            spans.append((index, len(texts), len(texts) + len(decoded)))
-            texts.extend(decoded)
+            spans.append((index, len(texts), len(texts) + len(decoded.texts)))
+            texts.extend(decoded.texts)
+            cut.extend(decoded.cut)
 
         if texts:
             batch = self.tokenizer(texts)
+            truncated = batch.truncated | np.array(cut, dtype=np.bool_)
             for index, start, stop in spans:
                 responses[index] = pb_utils.InferenceResponse(
                     output_tensors=[
                         pb_utils.Tensor("input_ids", batch.input_ids[start:stop]),
                         pb_utils.Tensor("attention_mask", batch.attention_mask[start:stop]),
-                        pb_utils.Tensor("TRUNCATED", batch.truncated[start:stop].reshape(-1, 1)),
+                        pb_utils.Tensor("TRUNCATED", truncated[start:stop].reshape(-1, 1)),
                     ]
                 )
         return responses

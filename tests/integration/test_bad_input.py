@@ -17,6 +17,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
+from distil.model_repository import access
 from distil.model_repository.server import TritonServer
 from tests.conftest import Reference
 
@@ -127,6 +128,11 @@ BAD_REQUESTS: dict[str, tuple[Callable[[TritonServer], Any], str]] = {
         lambda s: _http_infer(s, "classifier", _classifier_inputs(httpclient, [2, 5, 3], [1, 2, 1])),
         r"attention_mask holds values other than 0 and 1",
     ),
+    # Longer than the position embeddings: ONNX Runtime's Gather would fail the whole batch (it did, before).
+    "classifier: sequence longer than the model reads": (
+        lambda s: _http_infer(s, "classifier", _classifier_inputs(httpclient, [2] * 600, [1] * 600)),
+        r"the sequence has 600 tokens; the model reads at most 512",
+    ),
     "classifier: ids and mask of different lengths": (
         lambda s: _http_infer(s, "classifier", _classifier_inputs(httpclient, [2, 5, 3], [1, 1])),
         r"must have the same \[batch, sequence\] shape",
@@ -187,7 +193,8 @@ def test_server_keeps_serving_after_every_bad_input_and_requests_were_batched(
     client = httpclient.InferenceServerClient(server.config.http_url)
     try:
         assert client.is_server_ready()
-        stats = client.get_inference_statistics("tokenizer")["model_stats"][0]
+        key = access.http_headers(server.config.admin_key)  # statistics is an admin API
+        stats = client.get_inference_statistics("tokenizer", headers=key)["model_stats"][0]
     finally:
         client.close()
     # More inferences than executions: requests really were batched together during these tests.

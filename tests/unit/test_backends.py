@@ -10,7 +10,14 @@ import pytest
 
 from distil.model_repository.backends.onnx_classifier import pad_and_stack, request_error
 from distil.model_repository.backends.postprocess import label_names, softmax
-from distil.model_repository.backends.tokenizer import InvalidTextError, TextTokenizer, decode_texts
+from distil.model_repository.backends.tokenizer import (
+    InvalidTextError,
+    TextTokenizer,
+    decode_texts,
+    utf8_prefix,
+)
+
+CAP = 16_384
 
 
 def _texts(*values: object) -> np.ndarray:
@@ -18,23 +25,46 @@ def _texts(*values: object) -> np.ndarray:
 
 
 def test_decode_accepts_utf8_bytes_including_non_ascii() -> None:
-    assert decode_texts(_texts("héllo wörld ✓".encode(), b"plain")) == ["héllo wörld ✓", "plain"]
+    decoded = decode_texts(_texts("héllo wörld ✓".encode(), b"plain"), CAP)
+    assert decoded.texts == ["héllo wörld ✓", "plain"] and decoded.cut == [False, False]
 
 
 def test_tokenizer_rejects_non_utf8_with_the_offending_position() -> None:
     with pytest.raises(InvalidTextError, match=r"TEXT\[1\] is not valid UTF-8 \(bad byte at offset 2\)"):
-        decode_texts(_texts(b"fine", b"ok\xff\xfe"))
+        decode_texts(_texts(b"fine", b"ok\xff\xfe"), CAP)
 
 
 @pytest.mark.parametrize("value", [b"", b"   ", b"\n\t "])
 def test_tokenizer_rejects_empty_and_whitespace_only_text(value: bytes) -> None:
     with pytest.raises(InvalidTextError, match="empty or whitespace only"):
-        decode_texts(_texts(value))
+        decode_texts(_texts(value), CAP)
 
 
 def test_tokenizer_rejects_an_empty_tensor() -> None:
     with pytest.raises(InvalidTextError, match="send at least one text"):
-        decode_texts(np.empty((0, 1), dtype=np.object_))
+        decode_texts(np.empty((0, 1), dtype=np.object_), CAP)
+
+
+def test_a_text_over_the_byte_cap_is_cut_there_and_marked_the_others_are_whole() -> None:
+    decoded = decode_texts(_texts(b"a" * 20_000_000, b"short"), CAP)
+    assert [len(t) for t in decoded.texts] == [CAP, 5]
+    assert decoded.cut == [True, False]
+
+
+@pytest.mark.parametrize("width", [2, 3, 4])
+def test_the_byte_cap_never_splits_a_multibyte_character(width: int) -> None:
+    character = {2: "é", 3: "✓", 4: "😀"}[width]
+    value = ("x" + character * 10).encode()
+    for cap in range(1, len(value) + 1):
+        head = utf8_prefix(value, cap)
+        assert len(head) <= cap and len(head) > cap - width
+        head.decode("utf-8")  # whole characters only
+
+
+def test_invalid_utf8_inside_the_cap_is_still_rejected_and_bytes_past_it_are_not_read() -> None:
+    with pytest.raises(InvalidTextError, match="not valid UTF-8"):
+        decode_texts(_texts(b"ok \xff then more"), CAP)
+    assert decode_texts(_texts(b"ok" + b"\xff" * 10), 2).texts == ["ok"]
 
 
 @pytest.fixture(scope="module")
@@ -108,10 +138,12 @@ def _ids(*rows: list[int]) -> np.ndarray:
         (np.array([1, 2], dtype=np.int64), np.array([1, 1], dtype=np.int64), "shape \\[2\\]"),
         (np.zeros((1, 0), dtype=np.int64), np.zeros((1, 0), dtype=np.int64), "sequence >= 1"),
         (_ids([1, 2]).astype(np.int32), _ids([1, 1]), "dtype int32"),
+        (np.ones((1, 8), dtype=np.int64), np.ones((1, 8), dtype=np.int64), None),
+        (np.ones((1, 9), dtype=np.int64), np.ones((1, 9), dtype=np.int64), "has 9 tokens; the model reads at most 8"),
     ],
 )
 def test_classifier_request_check_names_what_is_wrong(ids: np.ndarray, mask: np.ndarray, message: str | None) -> None:
-    error = request_error(ids, mask, vocab_size=99)
+    error = request_error(ids, mask, vocab_size=99, max_length=8)
     if message is None:
         assert error is None
     else:

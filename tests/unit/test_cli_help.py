@@ -30,7 +30,7 @@ def test_help_shows_flags_as_flags(command: list[str]) -> None:
 
 
 def test_help_keeps_bracketed_defaults_that_rich_markup_would_eat() -> None:
-    assert "Server address [default: 127.0.0.1:8000 (http) or :8001 (grpc)]." in _help("infer")
+    assert "for TLS [default: 127.0.0.1:8000 (http) or :8001 (grpc)]." in _help("infer")
     assert "Output folder [default: artifacts/loadtest/<time>]." in _help("loadtest", "run")
 
 

@@ -22,7 +22,7 @@ def _configs(target: Target) -> dict[str, dict]:
     config = RepositoryConfig(target=target)
     return {
         "tokenizer": pbtxt.tokenizer_config(config, max_length=512, pad_id=0, pad_token="[PAD]"),
-        "classifier": pbtxt.classifier_config(config, num_labels=2, pad_id=0, vocab_size=30522),
+        "classifier": pbtxt.classifier_config(config, num_labels=2, pad_id=0, vocab_size=30522, max_length=512),
         "postprocess": pbtxt.postprocess_config(config, LABELS),
         "distilbert": pbtxt.ensemble_config(config, num_labels=2),
     }
@@ -87,6 +87,6 @@ def test_no_public_output_feeds_a_later_step_so_any_subset_can_be_requested(targ
     assert sorted(t for t in produced if t in public) == sorted(public)
 
 
-def test_cpu_classifier_requires_the_vocabulary_size_for_its_id_check() -> None:
-    with pytest.raises(RepositoryError, match="vocabulary size"):
+def test_cpu_classifier_requires_the_vocabulary_size_and_maximum_length_for_its_request_check() -> None:
+    with pytest.raises(RepositoryError, match="vocabulary size and the maximum length"):
         pbtxt.classifier_config(RepositoryConfig(target=Target.cpu), num_labels=2, pad_id=0)
