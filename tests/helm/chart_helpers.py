@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import re
+import signal
+import subprocess
+import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -78,3 +84,86 @@ def pod_specs(objects: list[Manifest]) -> list[Manifest]:
 def triton_container(deployment: Manifest) -> Manifest:
     containers = deployment["spec"]["template"]["spec"]["containers"]
     return next(c for c in containers if c["name"] == "triton")
+
+
+# --- running a rendered container here, its volumes mapped to folders ---------------------------------
+
+VENV_BIN = Path(sys.executable).parent
+# An absolute path in a script or value; "<claim>/v1/onnx" and "job/name" are text, not paths.
+ABSOLUTE_PATH = re.compile(r"(?<![\w.<>/-])/[\w.-][\w./-]*")
+
+
+class HostPath(str):
+    """A path on this machine (the test's Python, the stand-in script) in an argv: ``run`` leaves it as it is.
+
+    Only the container's own paths are moved onto its volumes; this machine's paths may start with a
+    mount point too (a clone under /tmp, where the Job mounts an emptyDir).
+    """
+
+
+@dataclass(frozen=True)
+class Outcome:
+    returncode: int | None  # None: still running when the time was up
+    stdout: str
+    stderr: str
+
+
+@dataclass(frozen=True)
+class Mounted:
+    """A rendered container with its volumes on this machine."""
+
+    container: Manifest
+    mounts: tuple[tuple[str, Path], ...]  # (mountPath, folder), the longest mountPath first
+
+    @staticmethod
+    def of(workload: Manifest, name: str, claims: Path) -> Mounted:
+        spec = workload["spec"]["template"]["spec"]
+        container = next(c for c in spec.get("initContainers", []) + spec["containers"] if c["name"] == name)
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        mounts = []
+        for mount in container["volumeMounts"]:
+            volume = volumes[mount["name"]]
+            if "persistentVolumeClaim" in volume:
+                folder = claims / volume["persistentVolumeClaim"]["claimName"] / mount.get("subPath", "")
+            else:
+                folder = claims.parent / "pods" / workload["metadata"]["name"] / name / mount["name"]
+            folder.mkdir(parents=True, exist_ok=True)
+            mounts.append((mount["mountPath"], folder))
+        return Mounted(container, tuple(sorted(mounts, key=lambda m: -len(m[0]))))
+
+    def find(self, path: str) -> Path | None:
+        for mount_path, folder in self.mounts:
+            if path == mount_path or path.startswith(mount_path.rstrip("/") + "/"):
+                return folder / path[len(mount_path) :].lstrip("/")
+        return None
+
+    def host(self, path: str) -> Path:
+        """Where ``path`` inside the container is here; the root filesystem is read-only, so on a volume."""
+        found = self.find(path)
+        assert found is not None, f"{path} is on no volume of container {self.container['name']}"
+        return found
+
+    def env(self, name: str) -> str:
+        return str(next(e["value"] for e in self.container["env"] if e["name"] == name))
+
+    def _mapped(self, text: str) -> str:
+        return ABSOLUTE_PATH.sub(lambda m: str(self.find(m.group()) or m.group()), text)
+
+    def run(self, seconds: float, args: list[str] | None = None) -> Outcome:
+        """Run the container's command (with ``args`` in place of its own, if given) for up to ``seconds``."""
+        argv = [
+            a if isinstance(a, HostPath) else self._mapped(a)
+            for a in self.container["command"] + (args or self.container.get("args", []))
+        ]
+        env = {"PATH": f"{VENV_BIN}{os.pathsep}/usr/bin{os.pathsep}/bin", "HF_HUB_OFFLINE": "1"}
+        env |= {e["name"]: self._mapped(e["value"]) for e in self.container.get("env", [])}
+        with subprocess.Popen(
+            argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        ) as process:
+            try:
+                stdout, stderr = process.communicate(timeout=seconds)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)  # the script and its `sleep`: our own process group
+                stdout, stderr = process.communicate()
+                return Outcome(None, stdout, stderr)
+        return Outcome(process.returncode, stdout, stderr)

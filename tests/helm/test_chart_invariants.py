@@ -395,7 +395,7 @@ def test_engine_build_job_name_changes_with_image_gpu_or_version(render: Render)
         one(render(deep_merge(copy.deepcopy(base), change)), "Job")["metadata"]["name"]
         for change in (
             {},
-            {"image": {"tag": "24.11-py3"}},
+            {"image": {"tag": "26.11-py3"}},
             {"gpu": {"product": "NVIDIA-A10G"}},
             {"stable": {"modelVersion": "v9"}},
         )
@@ -435,7 +435,8 @@ def test_s3_source_uses_workload_identity_not_keys(render: Render) -> None:
 
 def test_gcs_init_copy_fills_a_pod_local_volume(render: Render) -> None:
     dep = serving_deployments(render(load_values(CI_DIR / "gcs-initcopy-values.yaml")))[0]
-    [copy_step] = dep["spec"]["template"]["spec"]["initContainers"]
+    copy_step, verify_step = dep["spec"]["template"]["spec"]["initContainers"]
+    assert verify_step["name"] == "verify-repository"  # the copy is checked before Triton reads it
     assert copy_step["command"][:2] == ["gcloud", "storage"]
     assert "gs://distil-models/distilbert-sst2/v1/repository" in copy_step["command"]
     volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
@@ -464,8 +465,15 @@ def _keys(node: Any, prefix: str = "") -> list[str]:
 @pytest.mark.parametrize("values_file", [CHART_DIR / "values.yaml", *(CI_DIR / s for s in SCENARIOS)])
 def test_no_secret_values_in_plain_values(values_file: Path) -> None:
     values = yaml.safe_load(values_file.read_text())
-    # Allowed: names of existing pull Secrets, and the switch for mounting the service-account token.
-    allowed = ("imagePullSecrets", "serviceAccount.automountToken")
+    # Allowed: names of existing pull Secrets, the switch for mounting the service-account token, and the
+    # name of the Secret holding Triton's admin key and its key within it (not the key itself).
+    allowed = (
+        "imagePullSecrets",
+        "serviceAccount.automountToken",
+        "triton.adminKey",
+        "triton.adminKey.existingSecret",
+        "triton.adminKey.secretKey",
+    )
     offending = [k for k in _keys(values) if SECRET_KEY.search(k) and k not in allowed]
     assert not offending, offending
     text = values_file.read_text()
@@ -475,7 +483,8 @@ def test_no_secret_values_in_plain_values(values_file: Path) -> None:
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_rendered_objects_carry_no_secrets_or_credential_env(render: Render, scenario: str) -> None:
     objects = render(load_values(CI_DIR / scenario))
-    assert not of_kind(objects, "Secret")
+    # The one Secret is the generated admin key of Triton's restricted APIs (tests/helm/test_security.py).
+    assert [o["metadata"]["name"] for o in of_kind(objects, "Secret")] == [f"{RELEASE}-admin-key"]
     for spec in pod_specs(objects):
         for c in spec.get("initContainers", []) + spec["containers"]:
             names = {e["name"] for e in c.get("env", [])}

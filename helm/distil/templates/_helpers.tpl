@@ -93,12 +93,53 @@ The tracks to deploy, as a YAML list: stable always, canary when enabled.
   version: {{ .Values.stable.modelVersion | quote }}
   replicas: {{ .Values.stable.replicas }}
   imageTag: {{ .Values.image.tag | quote }}
+  imageDigest: {{ .Values.image.digest | quote }}
+  repositorySha256: {{ .Values.stable.repositorySha256 | quote }}
 {{- if .Values.canary.enabled }}
 - name: canary
   version: {{ .Values.canary.modelVersion | quote }}
   replicas: {{ .Values.canary.replicas }}
   imageTag: {{ default .Values.image.tag .Values.canary.imageTag | quote }}
+  imageDigest: {{ ternary .Values.canary.imageDigest .Values.image.digest (ne .Values.canary.imageTag "") | quote }}
+  repositorySha256: {{ .Values.canary.repositorySha256 | quote }}
 {{- end }}
+{{- end }}
+
+{{/*
+The serving image of a track: (dict "root" $ "imageTag" ... "imageDigest" ...); a digest pins the exact image.
+*/}}
+{{- define "distil.image" -}}
+{{ .root.Values.image.repository }}:{{ .imageTag }}{{ with .imageDigest }}@{{ . }}{{ end }}
+{{- end }}
+
+{{/*
+The APIs Triton answers only with the admin key, on HTTP and gRPC: the one list of
+distil/model_repository/access.py (RESTRICTED_APIS), which a chart test compares with this.
+*/}}
+{{- define "distil.restrictedApis" -}}
+model-repository,model-config,shared-memory,statistics,trace,logging
+{{- end }}
+
+{{- define "distil.adminKeySecret" -}}
+{{- default (printf "%s-admin-key" (include "distil.fullname" .)) .Values.triton.adminKey.existingSecret }}
+{{- end }}
+
+{{/*
+The generated admin key: the one already in the cluster's Secret (kept across upgrades), else a new
+random one, decided once per render so the Secret and the pods' checksum annotation agree.
+*/}}
+{{- define "distil.generatedAdminKey" -}}
+{{- if not (hasKey .Values.triton.adminKey "_generated") }}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "distil.adminKeySecret" .) }}
+{{- $key := "" }}
+{{- if and $existing $existing.data (hasKey $existing.data .Values.triton.adminKey.secretKey) }}
+{{- $key = index $existing.data .Values.triton.adminKey.secretKey | b64dec }}
+{{- else }}
+{{- $key = randAlphaNum 48 }}
+{{- end }}
+{{- $_ := set .Values.triton.adminKey "_generated" $key }}
+{{- end }}
+{{- .Values.triton.adminKey._generated }}
 {{- end }}
 
 {{/* Where Triton reads the repository of one model version. */}}
@@ -190,6 +231,15 @@ never found beside plans it does not describe.
 {{- fail "engineBuild.enabled needs gpu.product: plans must be built on the GPU type that serves them" }}
 {{- end }}
 {{- end }}
+{{- range $tag := list $v.image.tag $v.canary.imageTag }}
+{{- $release := regexFind "^[0-9]{2}\\.[0-9]{2}" $tag }}
+{{- if and $release (not $v.image.allowUnpatchedTriton) (lt (int (replace "." "" $release)) 2607) }}
+{{- fail (printf "image tag %s is an NGC Triton release older than 26.07, which NVIDIA's security bulletins list as open to unauthenticated remote code execution and denial of service (README, Security); build the image FROM 26.10-py3, or set image.allowUnpatchedTriton=true to deploy it anyway" $tag) }}
+{{- end }}
+{{- end }}
+{{- if and $v.engineBuild.enabled (or $v.stable.repositorySha256 $v.canary.repositorySha256) }}
+{{- fail "repositorySha256 pins the distil.json a build printed, but engineBuild rewrites distil.json in the cluster: leave repositorySha256 empty with engineBuild (the files are still checked against distil.json)" }}
+{{- end }}
 {{- if $v.autoscaling.enabled }}
 {{- if gt (int $v.autoscaling.minReplicas) (int $v.autoscaling.maxReplicas) }}
 {{- fail (printf "autoscaling.minReplicas (%d) exceeds autoscaling.maxReplicas (%d)" (int $v.autoscaling.minReplicas) (int $v.autoscaling.maxReplicas)) }}
@@ -250,6 +300,9 @@ Pod template of one serving track: (dict "root" $ "track" $track) where $track c
 {{- $v := $root.Values }}
 {{- $track := .track }}
 {{- $ctx := dict "root" $root "version" $track.version "imageTag" $track.imageTag }}
+{{- $image := include "distil.image" (dict "root" $root "imageTag" $track.imageTag "imageDigest" $track.imageDigest) }}
+{{- $source := $v.modelRepository.source }}
+{{- $verify := and $v.modelRepository.verify (ne $source "objectStore") }}
 metadata:
   labels:
     {{- include "distil.trackSelectorLabels" (dict "root" $root "track" $track.name) | nindent 4 }}
@@ -260,6 +313,15 @@ metadata:
   annotations:
     distil/model-version: {{ $track.version | quote }}
     distil/model-repository: {{ include "distil.repositoryPath" $ctx | quote }}
+    {{- if not $v.triton.adminKey.existingSecret }}
+    # A new generated admin key (the Secret deleted, then an upgrade) rolls the pods onto it.
+    distil/admin-key-sha256: {{ include "distil.generatedAdminKey" $root | sha256sum | quote }}
+    {{- end }}
+    {{- if eq $source "initCopy" }}
+    # EKS: the workload identity (IRSA) goes to the container that copies from the object store, not to
+    # Triton, which faces the clients.
+    eks.amazonaws.com/skip-containers: "triton,wait-for-engines,verify-repository"
+    {{- end }}
     {{- with $v.podAnnotations }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
@@ -296,12 +358,11 @@ spec:
   topologySpreadConstraints:
     {{- toYaml . | nindent 4 }}
   {{- end }}
-  {{- $source := $v.modelRepository.source }}
-  {{- if or $v.engineBuild.enabled (eq $source "initCopy") }}
+  {{- if or $v.engineBuild.enabled (eq $source "initCopy") $verify }}
   initContainers:
     {{- if $v.engineBuild.enabled }}
     - name: wait-for-engines
-      image: "{{ $v.image.repository }}:{{ $track.imageTag }}"
+      image: {{ $image | quote }}
       imagePullPolicy: {{ $v.image.pullPolicy }}
       # Triton starts only on a repository whose plans passed the accuracy gate: the engine Job writes
       # MARKER after `distil build-engines --from-onnx` switched the repository, FAILED if it did not.
@@ -373,10 +434,38 @@ spec:
         - name: tmp
           mountPath: /tmp
     {{- end }}
+    {{- if $verify }}
+    # Triton runs the repository's model.py files: serve only what the build wrote (integrity.py).
+    - name: verify-repository
+      image: {{ $image | quote }}
+      imagePullPolicy: {{ $v.image.pullPolicy }}
+      command:
+        - python3
+        - -m
+        - distil.model_repository.integrity
+        - /models/repository
+        {{- with $track.repositorySha256 }}
+        - --sha256
+        - {{ . | quote }}
+        {{- end }}
+      terminationMessagePolicy: FallbackToLogsOnError
+      resources:
+        requests: {cpu: 100m, memory: 64Mi}
+        limits: {memory: 256Mi}
+      securityContext:
+        {{- include "distil.containerSecurityContext" $root | nindent 8 }}
+      volumeMounts:
+        - name: models
+          mountPath: /models
+          {{- if eq $source "pvc" }}
+          subPath: {{ $track.version | quote }}
+          {{- end }}
+          readOnly: true
+    {{- end }}
   {{- end }}
   containers:
     - name: triton
-      image: "{{ $v.image.repository }}:{{ $track.imageTag }}"
+      image: {{ $image | quote }}
       imagePullPolicy: {{ $v.image.pullPolicy }}
       command: ["tritonserver"]
       args:
@@ -392,6 +481,13 @@ spec:
         - --metrics-config=summary_latencies=true
         - --metrics-config=summary_quantiles={{ $v.triton.summaryQuantiles }}
         - --log-verbose={{ $v.triton.logVerbose }}
+        # The admin APIs answer only requests carrying the key (kubelet expands $(DISTIL_ADMIN_KEY) from env).
+        - --http-restricted-api={{ include "distil.restrictedApis" $root }}:distil-admin-key=$(DISTIL_ADMIN_KEY)
+        - --grpc-restricted-protocol={{ include "distil.restrictedApis" $root }}:distil-admin-key=$(DISTIL_ADMIN_KEY)
+        - --http-max-input-size={{ int $v.triton.httpMaxInputSizeBytes }}
+        # Endpoints whose own request paths skipped the restriction in older releases (CVE-2026-24206/24207).
+        - --allow-sagemaker=false
+        - --allow-vertex-ai=false
         {{- range $v.triton.extraArgs }}
         - {{ . | quote }}
         {{- end }}
@@ -413,6 +509,11 @@ spec:
           value: {{ $track.name | quote }}
         - name: DISTIL_MODEL_VERSION
           value: {{ $track.version | quote }}
+        - name: DISTIL_ADMIN_KEY
+          valueFrom:
+            secretKeyRef:
+              name: {{ include "distil.adminKeySecret" $root }}
+              key: {{ $v.triton.adminKey.secretKey }}
         {{- if and (eq $source "objectStore") (hasPrefix "s3://" $v.modelRepository.objectStore.uri) $v.modelRepository.objectStore.region }}
         - name: AWS_DEFAULT_REGION
           value: {{ $v.modelRepository.objectStore.region | quote }}
