@@ -37,7 +37,7 @@ from distil.errors import EngineBuildError, RepositoryError
 from distil.model_repository import pbtxt
 from distil.model_repository.backends.tokenizer import bucket_lengths as tokenizer_buckets
 from distil.model_repository.config import TOKENIZER
-from distil.model_repository.integrity import rewrite_manifest
+from distil.model_repository.integrity import require_match, rewrite_manifest
 from distil.model_repository.pbtxt import PLAN_FILE
 
 Stage = Callable[[str], AbstractContextManager[object]]
@@ -124,6 +124,8 @@ def compile_repository(
     if not onnx_classifiers(root):
         raise RepositoryError(f"{root} has no onnxruntime_onnx classifier with a model.onnx to compile.")
     PlanCheckSet.read(root)  # fail before the slow part if the repository cannot be checked
+    # The staging copy's manifest is rewritten after the build: only what its build wrote may go in.
+    require_match(root)
     target = (destination or root).resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = _staging_copy(root, target)

@@ -14,6 +14,7 @@ from distil.cli.console import err, out, reports_errors
 from distil.errors import ConfigError
 from distil.loadtest.bench.tune import TunePercentile
 from distil.loadtest.record.percentiles import Percentile
+from distil.model_repository.integrity import METADATA_FILE, file_sha256
 
 if TYPE_CHECKING:
     from distil.loadtest.bench.config import BenchConfig
@@ -186,6 +187,8 @@ def tune(
         raise ConfigError(f"no point met {result.percentile} ≤ {slo_ms:g} ms; the repository was left as it was.")
     if result.written:
         out.print("updated " + ", ".join(result.written), highlight=False)
+        digest = file_sha256(repository / METADATA_FILE)
+        out.print(f"sha256:  {digest} ({METADATA_FILE}, rewritten with the new configs)", soft_wrap=True)
         if accepted_before is not None and best.point.max_batch_size < accepted_before:
             # An ensemble takes no bigger batch than its classifier: clients sending more texts per request now fail.
             err.print(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -124,7 +124,7 @@ class _Served:
     http_url: str | None = None
     grpc_url: str | None = None
     metrics_url: str | None = None
-    admin_key: str | None = None
+    admin_key: str | None = field(default=None, repr=False)
 
 
 @contextlib.contextmanager

@@ -40,7 +40,7 @@ def check_key(key: str) -> str:
     if len(key) < _MIN_KEY_LENGTH:
         raise ConfigError(f"an admin key needs at least {_MIN_KEY_LENGTH} characters, got {len(key)}.")
     bad = sorted(_FORBIDDEN & set(key))
-    if bad or not key.isprintable():
+    if bad or not key.isprintable() or not key.isascii():
         raise ConfigError(f"an admin key may not contain {bad or 'control characters'}; use letters, digits, - and _.")
     return key
 

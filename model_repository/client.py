@@ -17,7 +17,7 @@ import numpy as np
 
 from distil.errors import ConfigError, InferenceError
 from distil.model_repository.config import ENSEMBLE
-from distil.model_repository.pbtxt import LABEL, LOGITS, PROBABILITIES, TEXT, TRUNCATED
+from distil.model_repository.pbtxt import LABEL, LABELS_FILE, LOGITS, PROBABILITIES, TEXT, TRUNCATED
 
 
 class Protocol(str, Enum):
@@ -127,8 +127,13 @@ class Classifier:
             )
             names: dict[int, str] = {}
             for entry in result.as_numpy(PROBABILITIES).reshape(-1):
-                _, index, name = entry.decode("utf-8").split(":", 2)
-                names[int(index)] = name
+                parts = entry.decode("utf-8").split(":", 2)
+                if len(parts) < 3:  # "probability:index" alone: the ensemble names no labels file
+                    raise InferenceError(
+                        f"{self.model!r} at {self._url} does not name its labels (a repository built before "
+                        f"distil wrote {LABELS_FILE}): rebuild it with `distil build-engines`."
+                    )
+                names[int(parts[1])] = parts[2]
             if sorted(names) != list(range(classes)):
                 raise InferenceError(f"{self.model!r} at {self._url} did not name its {classes} classes: {names}.")
             self._labels = [names[i] for i in range(classes)]

@@ -69,9 +69,16 @@ def _default_batching() -> dict[str, BatchingConfig]:
     # classifier is where requests pile up: it holds at most 256 (four full batches, well under a
     # second of CPU work) and rejects a request that waited 1 s, so clients get a fast, clear error
     # instead of an ever-growing queue.
-    # The tokenizer's queue is bounded too: every queued request holds its text in memory until it runs.
+    #
+    # The tokenizer's queue has no such bound by default. Any queue policy turns off Triton's prefetching
+    # of the next batch, and its dynamic batcher then waits for a free instance on a condition variable that
+    # can miss its wake-up and sleep the full 500 ms (dynamic_batch_scheduler.cc, WaitForPayloadSlotAvailable,
+    # in 2.51 and still in core's main branch): with a 256-request bound on the tokenizer, 6 of 16 bursts of
+    # 7 concurrent requests stalled ~0.5 s on a fresh server here, 0 of 16 without. Its queue stays short
+    # anyway: each text costs it at most max_text_bytes of tokenizing, the classifier's bound sheds the
+    # overload, and the chart caps HTTP bodies. A YAML file can still set tokenizer: {max_queue_size: N}.
     return {
-        TOKENIZER: BatchingConfig(max_batch_size=64, max_queue_delay_us=500, max_queue_size=256),
+        TOKENIZER: BatchingConfig(max_batch_size=64, max_queue_delay_us=500),
         CLASSIFIER: BatchingConfig(
             max_batch_size=64,
             preferred_batch_sizes=(8, 16, 32),

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -34,6 +35,10 @@ from typing import Any
 
 METADATA_FILE = "distil.json"
 _BYTECODE = "__pycache__"
+# The chart's engine Job marks a repository whose plans passed the gate with this file at its root, after
+# distil.json was written (helm/distil/templates/_helpers.tpl, distil.engineMarker). Triton loads only
+# folders at the root, so a file there is never served.
+_ENGINE_MARKER = re.compile(r"\.distil-engines-[0-9a-f]{10}")
 _SHOWN = 10  # problems named in a message, per kind
 
 
@@ -57,6 +62,12 @@ def manifest(root: Path) -> dict[str, str]:
     }
 
 
+def _named_safely(name: str) -> bool:
+    """A manifest entry names a path inside the repository (no absolute path, no '..')."""
+    parts = Path(name).parts
+    return bool(parts) and not Path(name).is_absolute() and ".." not in parts and _BYTECODE not in parts
+
+
 def remove_bytecode(root: Path) -> None:
     """Delete the ``__pycache__`` folders under ``root`` (the stubs write them again from the sources)."""
     for cache in sorted(root.rglob(_BYTECODE), reverse=True):
@@ -64,10 +75,31 @@ def remove_bytecode(root: Path) -> None:
             shutil.rmtree(cache, ignore_errors=True)
 
 
+def _expected(root: Path, path: Path, recorded: dict[str, str]) -> bool:
+    """A file the manifest lists, the manifest itself, or the engine Job's marker at the root."""
+    name = path.relative_to(root).as_posix()
+    marker = path.parent == root and _ENGINE_MARKER.fullmatch(path.name) is not None
+    return name == METADATA_FILE or name in recorded or marker
+
+
+def require_match(root: Path) -> None:
+    """Raise RepositoryError unless ``root`` matches its manifest: call before distil changes a repository
+    and rewrites the manifest, so that nothing planted is taken in."""
+    from distil.errors import RepositoryError
+
+    remove_bytecode(root)
+    verdict = verify(root)
+    if not verdict.ok:
+        raise RepositoryError(verdict.describe())
+
+
 def rewrite_manifest(root: Path, changes: dict[str, Any] | None = None) -> Path:
     """Rewrite ``distil.json`` after distil changed the repository (plans built, batching tuned): ``changes``
-    replace top-level entries, and the checksums describe the files as they are now."""
+    replace top-level entries, and the checksums describe the files as they are now. Check the repository
+    with :func:`require_match` before changing it."""
     path = root / METADATA_FILE
+    if path.is_symlink():
+        raise OSError(f"{path} is a symbolic link; distil writes only its own {METADATA_FILE}.")
     data = json.loads(path.read_text(encoding="utf-8"))
     data.update(changes or {})
     data["files"] = manifest(root)
@@ -85,11 +117,13 @@ class Verdict:
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     links: list[str] = field(default_factory=list)
+    special: list[str] = field(default_factory=list)
     manifest_error: str | None = None
 
     @property
     def ok(self) -> bool:
-        return not (self.changed or self.missing or self.unexpected or self.links or self.manifest_error)
+        problems = self.changed or self.missing or self.unexpected or self.links or self.special
+        return not (problems or self.manifest_error)
 
     def describe(self) -> str:
         if self.ok:
@@ -102,14 +136,23 @@ class Verdict:
             ("missing", self.missing),
             ("not written by the build (a __pycache__ too: bytecode runs instead of its source)", self.unexpected),
             ("symbolic links (never written by the build)", self.links),
+            ("not regular files (pipes, sockets, devices)", self.special),
         ):
             if names:
                 shown = ", ".join(names[:_SHOWN]) + (f" and {len(names) - _SHOWN} more" if len(names) > _SHOWN else "")
                 parts.append(f"{what}: {shown}")
+        bytecode = any(_BYTECODE in Path(name).parts for name in self.unexpected)
+        hint = (
+            f" Bytecode left by a local `distil serve`: remove it (find {self.root} -name {_BYTECODE} -exec rm -r "
+            "{} +) before you copy the repository."
+            if bytecode
+            else ""
+        )
         return (
             f"{self.root} does not match its {METADATA_FILE}, so it is not served (it holds code Triton would run). "
             + "; ".join(parts)
             + ". Rebuild it with `distil build-engines`, or restore it from where it was built."
+            + hint
         )
 
 
@@ -133,11 +176,17 @@ def verify(root: Path, expected_sha256: str | None = None) -> Verdict:
     except (ValueError, KeyError, TypeError):
         verdict.manifest_error = f"{METADATA_FILE} has no file checksums (a 'files' mapping); rebuild the repository."
         return verdict
+    outside = sorted(name for name in recorded if not _named_safely(str(name)))
+    if outside:
+        verdict.manifest_error = f"{METADATA_FILE} lists paths outside the repository or in bytecode caches: {outside}."
+        return verdict
     for path in sorted(root.rglob("*")):
         name = path.relative_to(root).as_posix()
         if path.is_symlink():
             verdict.links.append(name)
-        elif path.is_file() and name != METADATA_FILE and name not in recorded:
+        elif not path.is_dir() and not path.is_file():
+            verdict.special.append(name)
+        elif path.is_file() and not _expected(root, path, recorded):
             verdict.unexpected.append(name)
     for name, digest in sorted(recorded.items()):
         path = root / name

@@ -353,6 +353,9 @@ class TritonServer:
             _reap_group(process.pid)
             if supervisor is not None:
                 self.removed_regions = remove_regions(supervisor.regions())
+            # The stubs cached each model.py beside it: leave the repository as it was built, so it can be
+            # copied where the chart verifies it.
+            integrity.remove_bytecode(self.config.repository)
         if self._workspace is not None:
             shutil.rmtree(self._workspace, ignore_errors=True)
             self._workspace = None

@@ -37,7 +37,7 @@ from distil.loadtest.drive.protocol import HttpRequester, Target
 from distil.loadtest.record.percentiles import Percentile
 from distil.model_repository import pbtxt
 from distil.model_repository.config import CLASSIFIER, ENSEMBLE, POSTPROCESS, TOKENIZER
-from distil.model_repository.integrity import rewrite_manifest
+from distil.model_repository.integrity import require_match, rewrite_manifest
 from distil.model_repository.server import ServerConfig, TritonServer
 
 Progress = Callable[[str], None]
@@ -193,6 +193,7 @@ def current_point(repository: Path, classifier: str) -> TunePoint:
 
 def apply_point(repository: Path, classifier: str, point: TunePoint) -> list[Path]:
     """Write ``point`` into the classifier's and tokenizer's configs (and the ensembles' max batch)."""
+    require_match(repository)  # the manifest is rewritten below: nothing planted may be taken in with it
     written = []
     path = repository / classifier / "config.pbtxt"
     cls = _read(path)

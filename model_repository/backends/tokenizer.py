@@ -3,8 +3,9 @@
 One ``execute`` call tokenizes the texts of all its requests in a single fast-tokenizer batch call,
 truncated to the model's maximum length and padded to the longest sequence of that batch (not to the
 maximum), so every response of the call has the same sequence length and the classifier can batch
-them together. A request with an empty, blank or non-UTF-8 text fails alone with INVALID_ARG; the
-other requests of the batch are answered. Truncation is not an error: ``TRUNCATED`` reports it.
+them together. A request with an empty, blank or non-UTF-8 text (in the bytes that are read, below)
+fails alone with INVALID_ARG; the other requests of the batch are answered. Truncation is not an
+error: ``TRUNCATED`` reports it.
 
 Only the first ``max_text_bytes`` bytes of a text are read (cut at a character boundary), before any
 decoding or tokenization: the model reads only its first ``max_length`` tokens anyway, and a text of

@@ -208,6 +208,15 @@ def test_serving_starts_only_after_the_build_passed_and_a_rerun_builds_nothing(
     assert built.returncode == 0, built.stdout
     assert (track.repository / "plan_check.npz").is_file() and track.builder.host(track.builder.env("MARKER")).is_file()
     assert track.waiter.run(5).returncode == 0
+    # The repository the Job switched to, its completion marker at the root included, passes the check that
+    # runs next in the serving pod; a file planted after the build does not.
+    verify = Mounted.of(for_version(render(_gpu()), "Deployment", "v1"), "verify-repository", tmp_path / "claims")
+    passed = verify.run(60)
+    assert passed.returncode == 0, passed.stderr
+    (track.repository / "classifier" / "1" / "model.py").write_text("import os\n")
+    refused = verify.run(60)
+    assert refused.returncode == 1 and "classifier/1/model.py" in refused.stderr
+    (track.repository / "classifier" / "1" / "model.py").unlink()
     # A re-created Job (after its TTL) finds its marker and does not run the build again.
     rerun = track.builder.run(10, ["false"])
     assert rerun.returncode == 0 and "already built" in rerun.stdout

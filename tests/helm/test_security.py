@@ -290,3 +290,37 @@ def test_values_yaml_defaults_keep_the_chart_secure() -> None:
     assert values["modelRepository"]["verify"] is True
     assert values["image"]["allowUnpatchedTriton"] is False
     assert values["publicModels"] == ["distilbert"]
+
+
+def test_flaggers_route_carries_the_public_api_only(render: Render) -> None:
+    canary = one(render(load_values(CI_DIR / "flagger-values.yaml")), "Canary")
+    matches = canary["spec"]["service"]["match"]
+    allowed = {(m["method"]["exact"], m["uri"]["exact"]) for m in matches}
+    assert allowed == set(PUBLIC_PATHS)  # without match Flagger writes a PathPrefix "/" rule: every path
+
+
+def test_an_empty_peer_list_closes_its_port_instead_of_opening_it(render: Render) -> None:
+    policy = one(render({"networkPolicy": {"metricsFrom": [], "egress": {"dns": []}}}), "NetworkPolicy")["spec"]
+    assert [{p["port"] for p in rule["ports"]} for rule in policy["ingress"]] == [{"http", "grpc"}]
+    assert policy["egress"] == [] or policy["egress"] is None
+
+
+def test_gcs_sources_may_reach_both_gke_metadata_servers(render: Render) -> None:
+    egress = one(render(load_values(CI_DIR / "gcs-initcopy-values.yaml")), "NetworkPolicy")["spec"]["egress"]
+    cidrs = {peer["ipBlock"]["cidr"] for rule in egress for peer in rule["to"] if "ipBlock" in peer}
+    assert {"169.254.169.254/32", "169.254.169.252/32"} <= cidrs
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"httpRoute": {"enabled": True, "parentRefs": []}}, "httpRoute.enabled needs httpRoute.parentRefs"),
+        (
+            {"grpcRoute": {"enabled": True, "hostnames": ["grpc.example.com"]}},
+            "grpcRoute.enabled needs grpcRoute.parentRefs",
+        ),
+    ],
+)
+def test_a_route_attached_to_no_gateway_is_refused(chart: Any, values: dict[str, Any], message: str) -> None:
+    with pytest.raises(helm.HelmRenderError, match=message):
+        chart.render(values, name="distil", namespace="ml", is_install=True)

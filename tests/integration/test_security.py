@@ -243,14 +243,23 @@ def _send(server: TritonServer, text: bytes) -> tuple[float, Any]:
 
 
 def test_a_400_kb_text_does_not_hold_up_the_good_requests_batched_with_it(server: TritonServer) -> None:
+    """Before the byte cap every request batched with such a text took ~405 ms (12 ms alone), every time.
+
+    Up to three rounds: Triton 2.51's dynamic batcher sometimes sleeps 500 ms on a missed wake-up when a
+    queue policy is set (the classifier's; README, "Bounded input"), which can hit any one round.
+    """
     long_text = b"word " * 80_000
-    with ThreadPoolExecutor(8) as pool:
-        baseline = sorted(took for took, _ in pool.map(lambda _: _send(server, b"a fine film"), range(8)))
-        slow = pool.submit(_send, server, long_text)
-        beside = sorted(took for took, _ in pool.map(lambda _: _send(server, b"a fine film"), range(7)))
-        assert slow.result(timeout=60)[1].as_numpy("TRUNCATED")[0, 0]
-    # Before the byte cap every request batched with such a text took ~405 ms (12 ms alone).
-    assert beside[len(beside) // 2] < max(0.15, 4 * baseline[len(baseline) // 2]), (baseline, beside)
+    rounds = []
+    for _ in range(3):
+        with ThreadPoolExecutor(8) as pool:
+            baseline = sorted(took for took, _ in pool.map(lambda _: _send(server, b"a fine film"), range(8)))
+            slow = pool.submit(_send, server, long_text)
+            beside = sorted(took for took, _ in pool.map(lambda _: _send(server, b"a fine film"), range(7)))
+            assert slow.result(timeout=60)[1].as_numpy("TRUNCATED")[0, 0]
+        rounds.append((baseline, beside))
+        if beside[len(beside) // 2] < max(0.15, 4 * baseline[len(baseline) // 2]):
+            return
+    pytest.fail(f"the good requests beside a 400 kB text were slow in every round: {rounds}")
 
 
 def test_ten_thousand_texts_in_one_request_are_refused_before_any_model_runs(server: TritonServer) -> None:
@@ -318,15 +327,29 @@ def test_a_repository_with_a_planted_model_is_not_served(tiny_repository: Path, 
     assert not (tmp_path / "owned").exists()
 
 
-def test_the_stubs_bytecode_beside_model_py_is_removed_before_the_next_start_verifies(tiny_repository: Path) -> None:
+def test_the_stubs_bytecode_is_gone_after_a_stop_and_a_planted_one_is_removed_before_a_start(
+    tiny_repository: Path, tmp_path: Path
+) -> None:
     """The stubs cache model.py as __pycache__ beside it (their interpreter is isolated: no env var moves
-    it); a planted one would run instead of the verified source, so every start removes them first."""
-    server = start_server(tiny_repository)
+    it), and a planted cache would run instead of the verified source: the server removes them when it
+    stops, so the repository stays as built, and again before it starts."""
+    import shutil
+
+    repository = tmp_path / "repository"
+    shutil.copytree(tiny_repository, repository, ignore=shutil.ignore_patterns("__pycache__"))
+    server = start_server(repository)
+    assert list(repository.rglob("__pycache__"))  # written by the stubs while serving
     server.stop()
-    caches = list(tiny_repository.rglob("__pycache__"))
-    assert caches  # the stubs' own bytecode of the verified sources ...
-    again = start_server(tiny_repository)  # ... does not stop the next start: removed, then written anew
-    again.stop()
+    assert not list(repository.rglob("__pycache__"))
+    planted = repository / "postprocess" / "1" / "__pycache__" / "model.cpython-311.pyc"
+    planted.parent.mkdir()
+    planted.write_bytes(b"\x00" * 16)
+    again = start_server(repository)
+    try:
+        _public_model_serves(again)
+        assert not planted.exists() or planted.read_bytes() != b"\x00" * 16
+    finally:
+        again.stop()
 
 
 # --- TLS for `distil infer` -------------------------------------------------------------------------------

@@ -101,3 +101,33 @@ def test_the_check_runs_on_the_standard_library_alone(repository: Path, tmp_path
         command + ["--sha256", "0" * 64], capture_output=True, text=True, env=env, cwd=tmp_path, check=False
     )
     assert pinned.returncode == 1 and "expected" in pinned.stderr
+
+
+def test_the_engine_jobs_marker_passes_at_the_root_only(repository: Path) -> None:
+    (repository / ".distil-engines-0123456789").write_text("built\n")
+    assert integrity.verify(repository).ok
+    (repository / "classifier" / ".distil-engines-0123456789").write_text("planted\n")
+    assert integrity.verify(repository).unexpected == ["classifier/.distil-engines-0123456789"]
+
+
+def test_a_pipe_in_the_repository_is_named(repository: Path) -> None:
+    os.mkfifo(repository / "tokenizer" / "1" / "fifo")
+    assert integrity.verify(repository).special == ["tokenizer/1/fifo"]
+
+
+@pytest.mark.parametrize("name", ["../outside.py", "/etc/passwd", "tokenizer/1/__pycache__/model.cpython-311.pyc"])
+def test_a_manifest_naming_paths_outside_the_repository_is_refused(repository: Path, name: str) -> None:
+    data = json.loads((repository / "distil.json").read_text())
+    data["files"][name] = "0" * 64
+    (repository / "distil.json").write_text(json.dumps(data))
+    verdict = integrity.verify(repository)
+    assert not verdict.ok and "outside the repository" in verdict.describe()
+
+
+def test_distil_never_rewrites_the_manifest_of_a_repository_that_does_not_match_it(repository: Path) -> None:
+    from distil.errors import RepositoryError
+
+    (repository / "x" / "1").mkdir(parents=True)
+    (repository / "x" / "1" / "model.py").write_text("import os\n")
+    with pytest.raises(RepositoryError, match="x/1/model.py"):
+        integrity.require_match(repository)

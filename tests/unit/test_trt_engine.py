@@ -195,3 +195,12 @@ def test_a_build_failure_into_another_destination_leaves_it_as_it_was(
     with pytest.raises(EngineBuildError, match="stand-in"):
         compile_repository(fresh_gpu_repository, builder=failing_builder, runner=_onnx_runner, destination=destination)
     assert _snapshot(destination) == served
+
+
+def test_a_tampered_onnx_repository_is_refused_before_any_plan_is_built(fresh_gpu_repository: Path) -> None:
+    planted = fresh_gpu_repository / "x" / "1" / "model.py"
+    planted.parent.mkdir(parents=True)
+    planted.write_text("import os\n")
+    with pytest.raises(RepositoryError, match="not written by the build.*x/1/model.py"):
+        compile_repository(fresh_gpu_repository, builder=_copying_builder, runner=_onnx_runner)
+    assert not (fresh_gpu_repository / "classifier" / "1" / "model.plan").exists()

@@ -198,6 +198,15 @@ never found beside plans it does not describe.
 {{- if and $v.canary.flagger.enabled $v.grpcRoute.enabled }}
 {{- fail "canary.flagger.enabled: Flagger shifts HTTP traffic only; set grpcRoute.enabled=false" }}
 {{- end }}
+{{- if and $v.httpRoute.enabled (not $v.httpRoute.parentRefs) }}
+{{- fail "httpRoute.enabled needs httpRoute.parentRefs: the gateway it attaches to (the NetworkPolicy admits that gateway's namespace)" }}
+{{- end }}
+{{- if and $v.grpcRoute.enabled (not (or $v.grpcRoute.parentRefs $v.httpRoute.parentRefs)) }}
+{{- fail "grpcRoute.enabled needs grpcRoute.parentRefs (or httpRoute.parentRefs): the gateway it attaches to" }}
+{{- end }}
+{{- if and $v.canary.flagger.enabled (not $v.canary.flagger.gatewayRefs) }}
+{{- fail "canary.flagger.enabled needs canary.flagger.gatewayRefs: the gateway Flagger's route attaches to" }}
+{{- end }}
 {{- if $v.grpcRoute.enabled }}
 {{- if not $v.grpcRoute.hostnames }}
 {{- fail "grpcRoute.enabled needs grpcRoute.hostnames: a GRPCRoute may not share a hostname with the HTTPRoute on one listener" }}
@@ -231,7 +240,7 @@ never found beside plans it does not describe.
 {{- fail "engineBuild.enabled needs gpu.product: plans must be built on the GPU type that serves them" }}
 {{- end }}
 {{- end }}
-{{- range $tag := list $v.image.tag $v.canary.imageTag }}
+{{- range $tag := list $v.image.tag (ternary $v.canary.imageTag "" $v.canary.enabled) }}
 {{- $release := regexFind "^[0-9]{2}\\.[0-9]{2}" $tag }}
 {{- if and $release (not $v.image.allowUnpatchedTriton) (lt (int (replace "." "" $release)) 2607) }}
 {{- fail (printf "image tag %s is an NGC Triton release older than 26.07, which NVIDIA's security bulletins list as open to unauthenticated remote code execution and denial of service (README, Security); build the image FROM 26.10-py3, or set image.allowUnpatchedTriton=true to deploy it anyway" $tag) }}

@@ -81,3 +81,22 @@ def test_interleaved_windows_merge_into_one_step_with_summed_time_counts_and_ser
     assert classifier.request_success == 10 and classifier.exec_count == 4
     cpu = windows.cpu_use()
     assert cpu.by_role == {"client": 1.5, "x": 1.0} and cpu.wall_s == 5.0
+
+
+def test_tune_writes_its_point_and_the_manifest_only_into_a_repository_that_matches_it(
+    tiny_repository: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from distil.errors import RepositoryError
+    from distil.model_repository.integrity import verify
+
+    repository = tmp_path / "repository"
+    shutil.copytree(tiny_repository, repository)
+    point = TunePoint(32, 1000, "half", 1, 1)
+    apply_point(repository, "classifier", point)
+    assert verify(repository).ok  # the configs changed and the checksums followed
+    (repository / "x").mkdir()
+    (repository / "x" / "config.pbtxt").write_text('backend: "python"\n')
+    with pytest.raises(RepositoryError, match="x/config.pbtxt"):
+        apply_point(repository, "classifier", point)
