@@ -21,7 +21,7 @@ from distil.errors import LoadTestError
 from distil.loadtest.bench import fastapi_baseline
 from distil.loadtest.bench.config import FASTAPI, FASTAPI_ROLE, RepositoryInfo
 from distil.loadtest.drive.protocol import (
-    HttpRequester,
+    HttpConnection,
     Requester,
     RequestError,
     Target,
@@ -81,32 +81,21 @@ class FastApiRequester:
     """``POST /predict`` with a JSON body on one keep-alive connection."""
 
     def __init__(self, port: int, timeout_s: float) -> None:
-        self._http = HttpRequester(Target("127.0.0.1", port), timeout_s=timeout_s)
-        self._http.path = fastapi_baseline.PREDICT_PATH
+        self._connection = HttpConnection(Target("127.0.0.1", port), timeout_s)
 
     def infer(self, texts: Sequence[str]) -> None:
-        import http.client
-
-        connection = self._http._connect()
-        try:
-            connection.request(
-                "POST",
-                self._http.path,
-                body=json.dumps({"texts": list(texts)}),
-                headers={"Content-Type": "application/json"},
-            )
-            response = connection.getresponse()
-            payload = response.read()
-        except (OSError, http.client.HTTPException) as exc:
-            self._http.close()
-            raise RequestError("connection", str(exc)) from None
-        if response.status != 200:
-            raise RequestError(http_error_kind(response.status, payload), payload[:300].decode("utf-8", "replace"))
+        body = json.dumps({"texts": list(texts)}).encode("utf-8")
+        request = self._connection.request_bytes(
+            "POST", fastapi_baseline.PREDICT_PATH, body, {"Content-Type": "application/json"}
+        )
+        status, _, payload = self._connection.exchange(request)
+        if status != 200:
+            raise RequestError(http_error_kind(status, payload), payload[:300].decode("utf-8", "replace"))
         if len(json.loads(payload)["labels"]) != len(texts):
             raise RequestError("bad_response", "wrong number of labels")
 
     def close(self) -> None:
-        self._http.close()
+        self._connection.close()
 
 
 @contextmanager
