@@ -28,6 +28,7 @@ from distil.loadtest.analysis.capacity import (
     find_capacity,
 )
 from distil.loadtest.analysis.cross_check import CROSS_CHECK_COLUMNS, cross_check_rows
+from distil.loadtest.analysis.generator import generator_sizing
 from distil.loadtest.analysis.thresholds import MetricType
 from distil.loadtest.drive.protocol import Transport, default_port
 from distil.loadtest.drive.shapes import LoadTestConfig, Shape, build_steps, parse_levels
@@ -164,6 +165,8 @@ def _gate(run: RunResult, criteria: CapacityCriteria, required_rps: float | None
         if not verdict.meets_errors:
             kinds = ", ".join(f"{k} ×{c}" for k, c in sorted(step.errors.items()))
             misses.append(f"error rate {step.error_rate:.2%} > {criteria.error_budget:.2%} ({kinds})")
+        if not verdict.complete:
+            misses.append(f"incomplete: {step.incomplete}")
         parts.append(f"step {step.index} ({step.load_label}): {'; '.join(misses)}")
     return False, "FAIL: " + " | ".join(parts)
 
@@ -178,11 +181,24 @@ def _run(config: LoadTestConfig, out_dir: Path, cross_check: bool = False) -> Ru
         f"step(s) of {levels} {load}, {config.total_duration_s:.0f} s in all.",
         highlight=False,
     )
+    if config.expect_workers:
+        port = config.master_bind.rpartition(":")[2]
+        err.print(
+            f"Waiting for {config.expect_workers} worker(s) on {config.master_bind}: start each with "
+            f"`distil loadtest worker --master-host <this machine> --master-port {port}`.",
+            highlight=False,
+        )
     run = run_load_test(
         config, out_dir, progress=_print_progress(len(config.steps), config.mode), cross_check=cross_check
     )
     files = write_run(run, out_dir)
     out.print(steps_table(run))
+    sizing = generator_sizing(run)
+    if sizing is not None:
+        out.print(sizing.message(), highlight=False)
+    for step in run.steps:
+        if step.incomplete:
+            err.print(f"[red]incomplete:[/] step {step.index} ({step.load_label}): {step.incomplete}", highlight=False)
     if run.cross_check:
         out.print(cross_check_table(run))
     out.print(f"run record: {files.run_json}")
@@ -248,6 +264,19 @@ def run(
         help="Closed loop: run each level through Triton's perf_analyzer too and show its figures beside distil's "
         "(install: bash scripts/install-perf-analyzer).",
     ),
+    processes: int = typer.Option(
+        1, help="Closed loop: Locust worker processes on this machine, one core each (the users are split)."
+    ),
+    expect_workers: int = typer.Option(
+        0, help="Closed loop: wait for this many workers started elsewhere with `distil loadtest worker`."
+    ),
+    master_bind: str = typer.Option("0.0.0.0:5557", help="With --expect-workers: HOST:PORT the workers connect to."),
+    workers_wait: int = typer.Option(120, help="Seconds to wait for the workers to connect before giving up."),
+    remote_target: bool = typer.Option(
+        False,
+        "--remote-target",
+        help="The server is another machine (an in-cluster run); without this, load tests target loopback only.",
+    ),
 ) -> None:
     """Apply step, constant or spike load headless; write run.json and steps.csv; optionally gate on an SLO."""
     criteria = _criteria(slo_ms, percentile, error_budget, ci)
@@ -272,6 +301,11 @@ def run(
             metrics_url=metrics_url or None,
             spawn_rate=spawn_rate,
             admin_key=served.admin_key or access.key_from_env(),
+            processes=processes,
+            expect_workers=expect_workers,
+            master_bind=master_bind,
+            workers_wait_s=workers_wait,
+            remote_target=remote_target,
         )
         result = _run(config, out_dir, cross_check)
     _finish(result, criteria, required_rps, ci)
@@ -344,6 +378,7 @@ def smoke(
     step_duration: float = typer.Option(5.0, help="Seconds per step."),
     protocol: Transport = typer.Option(Transport.http, "--protocol", help="http, http-binary or grpc."),
     slo_ms: float = typer.Option(1000.0, help="p99 latency limit in ms (generous: CI machines vary)."),
+    processes: int = typer.Option(1, help="Locust worker processes on this machine (the users are split)."),
 ) -> None:
     """CI smoke test: serve REPOSITORY on free ports, run a short step load, fail on any error or SLO miss."""
     steps = build_steps(Shape.step, parse_levels(levels), step_duration)
@@ -357,6 +392,7 @@ def smoke(
             metrics_url=served.metrics_url,
             max_requests=200_000,
             admin_key=served.admin_key,
+            processes=processes,
         )
         result = _run(config, out_dir)
     from distil.loadtest.analysis.report import write_report
@@ -365,6 +401,24 @@ def smoke(
     files = write_report(result, analysis, out_dir / "report")
     out.print(f"report:     {files.markdown}")
     _finish(result, criteria, None, ci=True)
+
+
+@app.command("worker")
+@reports_errors
+def worker(
+    master_host: str = typer.Option(..., help="Where `distil loadtest run --expect-workers N` listens."),
+    master_port: int = typer.Option(5557, help="Its --master-bind port."),
+    processes: int = typer.Option(1, help="Worker processes to start on this machine, one core each."),
+) -> None:
+    """Join a distributed run as a Locust worker: it takes the target, protocol and steps from the master."""
+    import subprocess
+
+    from distil.loadtest.drive.runner import worker_command
+
+    if processes < 1:
+        raise ConfigError(f"--processes must be at least 1, got {processes}.")
+    err.print(f"Joining the load test master at {master_host}:{master_port} ({processes} process(es)).")
+    raise typer.Exit(subprocess.call(worker_command(master_host, master_port, processes)))
 
 
 @reports_errors

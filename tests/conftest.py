@@ -89,3 +89,20 @@ def tiny_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_reference(tiny_repository: Path) -> Reference:
     return Reference(tiny_repository)
+
+
+def start_server(repository: Path):  # -> TritonServer (imported lazily: the unit tests need no server)
+    """A real tritonserver on free loopback ports serving ``repository``, ready; stop it when done."""
+    from distil.model_repository.server import ServerConfig, TritonServer
+
+    return TritonServer(ServerConfig.on_free_ports(repository, ready_timeout_s=120)).__enter__()
+
+
+@pytest.fixture(scope="module")
+def tiny_server(tiny_repository: Path):
+    """The tiny repository as `distil build-engines` writes it, served as `distil serve` serves it."""
+    server = start_server(tiny_repository)
+    try:
+        yield server
+    finally:
+        server.stop()

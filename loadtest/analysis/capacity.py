@@ -64,8 +64,13 @@ class StepVerdict:
     meets_errors: bool
 
     @property
+    def complete(self) -> bool:
+        """The step's record holds every request it sent (a distributed run can lose a worker's)."""
+        return self.step.incomplete is None
+
+    @property
     def qualifies(self) -> bool:
-        return self.meets_latency and self.meets_errors
+        return self.meets_latency and self.meets_errors and self.complete
 
     def miss_factor(self, criteria: CapacityCriteria) -> float:
         """How far the step is from qualifying: the worse of latency/SLO and error rate/budget (≤ 1 meets)."""

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from distil.loadtest.analysis.capacity import Analysis, in_load_order, judge_step, load_level
 from distil.loadtest.analysis.cross_check import CROSS_CHECK_COLUMNS, cross_check_rows
+from distil.loadtest.analysis.generator import generator_sizing
 from distil.loadtest.analysis.thresholds import (
     HpaRecommendation,
     values_overlay_yaml,
@@ -132,7 +133,12 @@ def step_table(run: RunResult, analysis: Analysis) -> Table:
     rows = []
     for step in in_load_order(run.steps):
         verdict = judge_step(step, criteria)
-        misses = [name for name, ok in (("latency", verdict.meets_latency), ("errors", verdict.meets_errors)) if not ok]
+        checks = (
+            ("latency", verdict.meets_latency),
+            ("errors", verdict.meets_errors),
+            ("incomplete", verdict.complete),
+        )
+        misses = [name for name, ok in checks if not ok]
         server = step.server.get(model)
         rows.append(
             (
@@ -174,12 +180,19 @@ def build_blocks(
                 ("Started", run.started_at),
                 ("Machine", run.machine),
                 ("Steps", str(len(run.steps))),
+                ("Load generator", f"{run.workers} process{'' if run.workers == 1 else 'es'}"),
                 ("Criteria", capacity.criteria.describe()),
             ),
         ),
         Heading(2, "Capacity of one replica"),
         Paragraph(capacity.message),
     ]
+    sizing = generator_sizing(run)
+    if sizing is not None:
+        blocks.append(Paragraph(sizing.message()))
+    incomplete = [f"Step {s.index} ({s.load_label}) is incomplete: {s.incomplete}." for s in run.steps if s.incomplete]
+    if incomplete:
+        blocks.append(Bullets(tuple(incomplete)))
     if analysis.warnings:
         blocks.append(Bullets(tuple(f"Warning: {w}" for w in analysis.warnings)))
     blocks += [

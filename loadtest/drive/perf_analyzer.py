@@ -28,7 +28,7 @@ from pathlib import Path
 
 from distil.errors import LoadTestError
 from distil.loadtest.drive.corpus import TextSampler, read_corpus
-from distil.loadtest.drive.protocol import TEXT, Transport, default_port, parse_target
+from distil.loadtest.drive.protocol import TEXT, Transport
 from distil.loadtest.drive.shapes import LoadTestConfig
 from distil.loadtest.record.cpu import CpuSnapshot, CpuUse
 from distil.loadtest.record.schema import CrossCheckLevel, LoadMode
@@ -98,7 +98,7 @@ def write_input_data(config: LoadTestConfig, path: Path) -> Path:
 def command(
     tool: PerfAnalyzer, config: LoadTestConfig, concurrency: int, duration_s: float, data: Path, csv_path: Path
 ) -> list[str]:
-    target = parse_target(config.url, default_port(config.transport))
+    target = config.endpoint
     window_ms = max(int(duration_s * 1000 / _WINDOWS), 200)
     return [
         str(tool.binary),

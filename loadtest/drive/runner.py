@@ -28,7 +28,7 @@ from distil.errors import LoadTestError
 from distil.loadtest.drive import perf_analyzer
 from distil.loadtest.drive.corpus import TextSampler, read_corpus
 from distil.loadtest.drive.open_loop import open_loop_pool, run_open_step
-from distil.loadtest.drive.protocol import RequestError, Transport, default_port, make_requester, parse_target
+from distil.loadtest.drive.protocol import RequestError, Transport, make_requester
 from distil.loadtest.drive.shapes import LoadTestConfig
 from distil.loadtest.record.cpu import local_server
 from distil.loadtest.record.recorder import Recorder, StepRecord, progress_line
@@ -55,13 +55,9 @@ def _scheme(transport: Transport) -> str:
     return "grpc" if transport is Transport.grpc else "http"
 
 
-def machine_description() -> str:
-    return machine.describe()
-
-
 def check_server(config: LoadTestConfig) -> None:
     """One request before the run, so that a wrong address fails in seconds with a clear message."""
-    target = parse_target(config.url, default_port(config.transport))
+    target = config.endpoint
     corpus = read_corpus(config.corpus)
     texts = [corpus[k % len(corpus)] for k in range(config.batch_size)]
     requester = make_requester(config.transport, target, config.model, min(config.request_timeout_s, 30.0))
@@ -91,7 +87,10 @@ def run_load_test(
     tool = perf_analyzer.require_perf_analyzer() if cross_check else None  # missing: fail before the run
     check_server(config)
     started_at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    steps = _run_open(config, progress) if config.mode is LoadMode.OPEN else _run_locust(config, work_dir, progress)
+    if config.mode is LoadMode.OPEN:
+        steps, workers = _run_open(config, progress), 1
+    else:
+        steps, workers = _run_locust(config, work_dir, progress)
     results = tuple(step.to_result(config.mode) for step in steps if step.end_s is not None)
     if not results:
         raise LoadTestError("the run recorded no step; see the Locust log in the output folder.")
@@ -100,9 +99,10 @@ def run_load_test(
         protocol=config.transport.value,
         model=config.model,
         started_at=started_at,
-        machine=machine_description(),
+        machine=machine.describe(),
         steps=results,
         cross_check=perf_analyzer.cross_check(config, work_dir, tool) if tool is not None else (),
+        workers=workers,
     )
 
 
@@ -119,7 +119,7 @@ def _endpoint(config: LoadTestConfig) -> str | None:
 
 def _run_open(config: LoadTestConfig, progress: Progress | None) -> list[StepRecord]:
     texts = read_corpus(config.corpus)
-    target = parse_target(config.url, default_port(config.transport))
+    target = config.endpoint
     endpoint = _endpoint(config)
     recorder = Recorder(local_server(target.port))
     requesters, samplers = open_loop_pool(
@@ -158,7 +158,7 @@ def _run_open(config: LoadTestConfig, progress: Progress | None) -> list[StepRec
 
 def locust_command(config: LoadTestConfig) -> list[str]:
     corpus = str(config.corpus.resolve()) if config.corpus else ""
-    return [
+    command = [
         sys.executable,
         "-m",
         "locust",
@@ -186,10 +186,26 @@ def locust_command(config: LoadTestConfig) -> list[str]:
         # Users stopped when a step lowers the load finish their request first: it belongs in the record.
         "--stop-timeout",
         f"{math.ceil(config.request_timeout_s)}s",
+        *(["--remote-target"] if config.remote_target else []),
     ]
+    if config.processes > 1:
+        command += ["--processes", str(config.processes), "--expect-workers-max-wait", str(config.workers_wait_s)]
+    elif config.expect_workers:
+        host, _, port = config.master_bind.rpartition(":")
+        command += ["--master", "--expect-workers", str(config.expect_workers)]
+        command += ["--master-bind-host", host, "--master-bind-port", port]
+        command += ["--expect-workers-max-wait", str(config.workers_wait_s)]
+    return command
 
 
-def _run_locust(config: LoadTestConfig, work_dir: Path, progress: Progress | None) -> list[StepRecord]:
+def worker_command(master_host: str, master_port: int, processes: int = 1) -> list[str]:
+    """A Locust worker for a distil master elsewhere: it takes the run's options from the master."""
+    command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--worker", "--master-host", master_host]
+    command += ["--master-port", str(master_port), "--loglevel", "WARNING"]
+    return command + (["--processes", str(processes)] if processes > 1 else [])
+
+
+def _run_locust(config: LoadTestConfig, work_dir: Path, progress: Progress | None) -> tuple[list[StepRecord], int]:
     work_dir.mkdir(parents=True, exist_ok=True)
     log_path = work_dir / "locust.log"
     with tempfile.TemporaryDirectory(prefix="distil-locust-") as tmp:
@@ -201,11 +217,12 @@ def _run_locust(config: LoadTestConfig, work_dir: Path, progress: Progress | Non
             "max_requests": config.max_requests,
             "spawn_rate": config.spawn_rate,
             "request_timeout_s": config.request_timeout_s,
-            "server_port": parse_target(config.url, default_port(config.transport)).port,
+            "server_port": config.endpoint.port,
         }
         plan_path.write_text(json.dumps(plan), encoding="utf-8")
         env = dict(os.environ, DISTIL_LOADTEST_PLAN=str(plan_path), PYTHONUNBUFFERED="1")
-        deadline = time.monotonic() + config.total_duration_s + config.request_timeout_s + _LOCUST_GRACE_S
+        waited = config.workers_wait_s if config.distributed else 0
+        deadline = time.monotonic() + config.total_duration_s + config.request_timeout_s + _LOCUST_GRACE_S + waited
         with log_path.open("w", encoding="utf-8") as log:
             process = subprocess.Popen(
                 locust_command(config),
@@ -236,12 +253,19 @@ def _run_locust(config: LoadTestConfig, work_dir: Path, progress: Progress | Non
                 reader.join(5.0)
         if not record_path.exists():
             tail = "\n".join(log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-20:])
+            waiting = (
+                f" Not every one of the {config.expect_workers or config.processes} workers connected within "
+                f"{config.workers_wait_s} s; start them with `distil loadtest worker --master-host <this machine> "
+                f"--master-port {config.master_bind.rpartition(':')[2]}`."
+                if "Gave up waiting for workers" in tail
+                else ""
+            )
             raise LoadTestError(
-                f"Locust exited with code {process.returncode} without writing its record. "
+                f"Locust exited with code {process.returncode} without writing its record.{waiting} "
                 f"Last lines of {log_path}:\n{tail}"
             )
         data = json.loads(record_path.read_text(encoding="utf-8"))
-    return [StepRecord.from_dict(step) for step in data["steps"]]
+    return [StepRecord.from_dict(step) for step in data["steps"]], int(data.get("workers") or 1)
 
 
 def _pump(stream: IO[str] | None, log: IO[str], progress: Progress | None) -> None:

@@ -15,7 +15,7 @@ from enum import Enum
 from pathlib import Path
 
 from distil.errors import ConfigError
-from distil.loadtest.drive.protocol import Transport, default_port, parse_target
+from distil.loadtest.drive.protocol import Target, Transport, default_port, parse_target
 from distil.loadtest.record.schema import LoadMode
 from distil.model_repository.config import ENSEMBLE
 
@@ -94,14 +94,41 @@ class LoadTestConfig:
     spawn_rate: float | None = None  # users started per second; None: :func:`spawn_rate`
     # The server's admin key, for perf_analyzer, which reads the model config (a restricted API).
     admin_key: str | None = field(default=None, repr=False)
+    # Closed loop past one core: Locust worker processes on this machine (Locust's --processes), or a
+    # master that waits for ``expect_workers`` remote workers (`distil loadtest worker`) on ``master_bind``.
+    processes: int = 1
+    expect_workers: int = 0
+    master_bind: str = "0.0.0.0:5557"
+    workers_wait_s: int = 120  # how long the master waits for its workers to connect
+    # Load tests point at loopback unless told the target is meant to be remote (an in-cluster run).
+    remote_target: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "transport", Transport(self.transport))
         object.__setattr__(self, "mode", LoadMode(self.mode))
         object.__setattr__(self, "steps", tuple(self.steps))
-        parse_target(self.url, default_port(self.transport))  # loopback only, readable
+        parse_target(self.url, default_port(self.transport), self.remote_target)  # readable, loopback unless remote
         if self.metrics_url:
-            parse_target(self.metrics_url, 8002)
+            parse_target(self.metrics_url, 8002, self.remote_target)
+        if self.processes < 1 or self.expect_workers < 0:
+            raise ConfigError(
+                f"--processes must be ≥ 1 and --expect-workers ≥ 0, got {self.processes} and {self.expect_workers}."
+            )
+        if self.processes > 1 and self.expect_workers:
+            raise ConfigError(
+                "give --processes (workers on this machine) or --expect-workers (workers started elsewhere with "
+                "`distil loadtest worker`), not both."
+            )
+        if self.distributed and self.mode is LoadMode.OPEN:
+            raise ConfigError(
+                "open-loop runs use distil's own scheduler in one process; --processes and --expect-workers are "
+                "for closed-loop runs (Locust). Run one open-loop generator per machine instead."
+            )
+        if self.workers_wait_s < 1:
+            raise ConfigError(f"--workers-wait must be at least 1 s, got {self.workers_wait_s}.")
+        bind_host, _, bind_port = self.master_bind.rpartition(":")
+        if not bind_host or not bind_port.isdigit() or not 0 < int(bind_port) < 65536:
+            raise ConfigError(f"--master-bind takes HOST:PORT (e.g. 0.0.0.0:5557), got {self.master_bind!r}.")
         if not self.steps:
             raise ConfigError("a run needs at least one step.")
         for number, step in enumerate(self.steps):
@@ -132,5 +159,13 @@ class LoadTestConfig:
         return sum(step.duration_s for step in self.steps)
 
     @property
+    def distributed(self) -> bool:
+        return self.processes > 1 or self.expect_workers > 0
+
+    @property
+    def endpoint(self) -> Target:
+        return parse_target(self.url, default_port(self.transport), self.remote_target)
+
+    @property
     def target(self) -> str:
-        return parse_target(self.url, default_port(self.transport)).address
+        return self.endpoint.address

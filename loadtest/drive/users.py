@@ -52,6 +52,13 @@ def _options(parser: Any) -> None:
         "--request-timeout", type=float, default=30.0, env_var="DISTIL_REQUEST_TIMEOUT", help="seconds per request"
     )
     group.add_argument("--seed", type=int, default=-1, env_var="DISTIL_SEED", help="corpus sampling seed (-1: random)")
+    group.add_argument(
+        "--remote-target",
+        action="store_true",
+        default=False,
+        env_var="DISTIL_REMOTE_TARGET",
+        help="the host is meant to be another machine (an in-cluster run); otherwise loopback only",
+    )
 
 
 class _NativeThreadRequester:
@@ -88,7 +95,8 @@ class TritonUser(User):
         try:
             if TritonUser._texts is None:
                 TritonUser._texts = read_corpus(Path(corpus) if corpus else None)
-            target = parse_target(self.host or "127.0.0.1", default_port(self.transport))
+            remote = bool(getattr(options, "remote_target", False))
+            target = parse_target(self.host or "127.0.0.1", default_port(self.transport), remote)
             if self.transport is Transport.grpc:
                 pool = gevent.get_hub().threadpool
                 pool.maxsize = max(pool.maxsize, 256)

@@ -8,6 +8,11 @@ sent (or, open loop, was due to be sent); one that completes after its step's wi
 in its latency record, but not in the step's throughput: it is *late*, so an overloaded server is
 never credited with the offered rate. The record turns into :class:`StepResult` objects, and
 travels between processes as JSON (the Locust run happens in a child process).
+
+In a distributed run each Locust worker keeps its own record of the steps the master announces and
+ships each step to the master once its last request is answered; :func:`merge_workers` puts them
+together exactly: every request once, percentiles over every worker's latencies, with the master's
+step boundaries and server counters.
 """
 
 from __future__ import annotations
@@ -44,6 +49,9 @@ class StepRecord:
     # step was closed.
     cpu_start: CpuSnapshot | None = None
     cpu: CpuUse | None = None
+    # A distributed run's merged step: each worker's generator cores, and why requests may be missing.
+    worker_cpu: dict[str, float] = field(default_factory=dict)
+    incomplete: str | None = None
 
     @property
     def completed(self) -> int:
@@ -63,6 +71,8 @@ class StepRecord:
             "metrics_after": self.metrics_after,
             "done_s": self.done_s,
             "cpu": None if self.cpu is None else asdict(self.cpu),
+            "worker_cpu": self.worker_cpu,
+            "incomplete": self.incomplete,
         }
 
     @classmethod
@@ -80,6 +90,8 @@ class StepRecord:
             metrics_after=data.get("metrics_after"),
             done_s=[float(v) for v in data.get("done_s", [])],
             cpu=None if data.get("cpu") is None else CpuUse(**data["cpu"]),
+            worker_cpu={str(k): float(v) for k, v in (data.get("worker_cpu") or {}).items()},
+            incomplete=data.get("incomplete"),
         )
 
     def to_result(self, mode: LoadMode) -> StepResult:
@@ -111,6 +123,8 @@ class StepRecord:
             server_cpu=None if self.cpu is None else self.cpu.server_cores,
             host_cpu=None if self.cpu is None else self.cpu.host_cores,
             host_cores=None if self.cpu is None else self.cpu.host_core_count,
+            worker_cpu=tuple(cores for _, cores in sorted(self.worker_cpu.items())),
+            incomplete=self.incomplete,
         )
 
 
@@ -180,6 +194,59 @@ class Recorder:
     def to_dict(self) -> dict[str, Any]:
         with self._lock:
             return {"steps": [step.to_dict() for step in self.steps]}
+
+
+def merge_workers(
+    master: list[StepRecord], workers: Mapping[str, Mapping[int, StepRecord]], lost: Mapping[str, int]
+) -> list[StepRecord]:
+    """The master's steps (boundaries, server counters, its own and the server's CPU) with every worker's
+    requests, CPU and errors added. A step that lacks a worker's record is marked incomplete, with why:
+    the worker was lost (``lost``: worker -> the step during which the master noticed it was gone), or it
+    never sent that step.
+
+    Each worker times its requests on its own clock from the moment the master's step message reached it;
+    completion times are moved onto the master's clock by the difference of the two step starts, so a
+    request counts as late by its own worker's view of the boundary.
+    """
+    merged = []
+    for step in master:
+        combined = StepRecord(
+            index=step.index,
+            level=step.level,
+            start_s=step.start_s,
+            end_s=step.end_s,
+            metrics_before=step.metrics_before,
+            metrics_after=step.metrics_after,
+        )
+        client = 0.0 if step.cpu is None else step.cpu.client_cores  # the master's own scraping and planning
+        missing = []
+        for worker, steps in sorted(workers.items()):
+            theirs = steps.get(step.index)
+            if theirs is None:
+                missing.append(
+                    f"worker {worker} was lost (gone by step {lost[worker]}) and sent no record of it"
+                    if worker in lost
+                    else f"worker {worker} sent no record of it"
+                )
+                continue
+            if theirs.incomplete:
+                missing.append(theirs.incomplete)
+            shift = step.start_s - theirs.start_s
+            combined.sent += theirs.sent
+            combined.latencies_us.extend(theirs.latencies_us)
+            combined.errors.update(theirs.errors)
+            for kind, sample in theirs.error_samples.items():
+                combined.error_samples.setdefault(kind, sample)
+            combined.done_s.extend(done + shift for done in theirs.done_s)
+            if theirs.cpu is not None:
+                combined.worker_cpu[worker] = theirs.cpu.client_cores
+                client += theirs.cpu.client_cores
+        if step.cpu is not None:
+            combined.cpu = CpuUse(client, step.cpu.server_cores, step.cpu.host_cores, step.cpu.host_core_count)
+        if missing:
+            combined.incomplete = "; ".join(missing)
+        merged.append(combined)
+    return merged
 
 
 def progress_line(step: StepRecord, mode: LoadMode) -> dict[str, Any]:

@@ -22,10 +22,10 @@ from distil.loadtest.record.fields import number, optional_number
 from distil.loadtest.record.percentiles import LatencyPercentiles
 from distil.loadtest.record.prometheus import COUNTER_FIELDS, ModelMetrics
 
-SCHEMA_VERSION = 3
-# Version 1 records (before late completions, the generator's CPU and the latency maximum) and version 2
-# records (before the machine's CPU) still read.
-READABLE_VERSIONS = (1, 2, 3)
+SCHEMA_VERSION = 4
+# Version 1 records (before late completions, the generator's CPU and the latency maximum), version 2
+# records (before the machine's CPU) and version 3 records (before distributed runs) still read.
+READABLE_VERSIONS = (1, 2, 3, 4)
 # When a step describes the load generator as much as the server (see StepResult.client_limit):
 # the generator is one Python process (Locust's gevent loop, or the open-loop threads under one GIL),
 # so near one busy core it cannot send faster;
@@ -62,6 +62,9 @@ class StepResult:
     ``client_cpu``, ``server_cpu`` and ``host_cpu`` are the cores the load generator, the server's
     process tree and the whole machine (of ``host_cores``) kept busy over the step (None when not
     measured; the server's only when a tritonserver listens on the target's port on this machine).
+    In a distributed run ``client_cpu`` sums every generator process and ``worker_cpu`` holds each
+    worker's cores; ``incomplete`` says why a step's record lacks requests (a worker lost, or its record
+    never arrived): such a step measured less load than it claims and never counts as capacity.
     """
 
     index: int
@@ -80,9 +83,12 @@ class StepResult:
     server_cpu: float | None = None
     host_cpu: float | None = None
     host_cores: int | None = None
+    worker_cpu: tuple[float, ...] = ()
+    incomplete: str | None = None
 
     def __post_init__(self) -> None:
         where = f"Step {self.index}"
+        object.__setattr__(self, "worker_cpu", tuple(self.worker_cpu))
         if self.index < 0:
             raise LoadTestError(f"{where}: the step index must be ≥ 0.")
         object.__setattr__(self, "mode", _enum(LoadMode, self.mode, f"{where}: mode"))
@@ -111,8 +117,10 @@ class StepResult:
         """Why the load generator, not the server, may have limited this step; None when nothing says so."""
         if self.client_cpu is None:
             return None
-        if self.client_cpu >= CLIENT_BOUND_CORES:
-            return f"the load generator used {self.client_cpu:.2f} cores, near the one core its Python loop can use"
+        busiest = max(self.worker_cpu, default=self.client_cpu)
+        if busiest >= CLIENT_BOUND_CORES:
+            who = "the load generator" if not self.worker_cpu else "its busiest worker process"
+            return f"{who} used {busiest:.2f} cores, near the one core a Python loop can use"
         if (
             self.host_cpu is not None
             and self.host_cores
@@ -194,6 +202,8 @@ class StepResult:
             "host_cpu": self.host_cpu,
             "host_cores": self.host_cores,
             "client_bound": self.client_bound,
+            "worker_cpu": list(self.worker_cpu),
+            "incomplete": self.incomplete,
         }
 
     @classmethod
@@ -220,6 +230,8 @@ class StepResult:
                 server_cpu=optional_number(data.get("server_cpu"), "server_cpu"),
                 host_cpu=optional_number(data.get("host_cpu"), "host_cpu"),
                 host_cores=None if data.get("host_cores") is None else int(data["host_cores"]),
+                worker_cpu=tuple(number(v, "worker_cpu") for v in data.get("worker_cpu") or ()),
+                incomplete=None if data.get("incomplete") is None else str(data["incomplete"]),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise LoadTestError(f"Step record {data.get('index', '?')} is malformed: {exc!r}.") from exc
@@ -272,6 +284,7 @@ class RunResult:
     machine: str
     steps: tuple[StepResult, ...]
     cross_check: tuple[CrossCheckLevel, ...] = ()  # perf_analyzer at the same concurrencies, when asked for
+    workers: int = 1  # load generator processes that sent requests (Locust workers; 1: a one-process run)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "steps", tuple(self.steps))
@@ -296,6 +309,7 @@ class RunResult:
             "machine": self.machine,
             "steps": [step.to_dict() for step in self.steps],
             "cross_check": [level.to_dict() for level in self.cross_check],
+            "workers": self.workers,
         }
 
     @classmethod
@@ -315,6 +329,7 @@ class RunResult:
                 machine=str(data["machine"]),
                 steps=tuple(StepResult.from_dict(step) for step in data["steps"]),
                 cross_check=tuple(CrossCheckLevel.from_dict(level) for level in data.get("cross_check") or ()),
+                workers=int(data.get("workers") or 1),
             )
         except KeyError as exc:
             raise LoadTestError(f"Run record lacks the field {exc.args[0]!r}.") from exc

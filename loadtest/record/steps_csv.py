@@ -30,6 +30,8 @@ STEP_CSV_COLUMNS = (
     "host_cpu",
     "host_cores",
     "client_bound",
+    "worker_cpu",
+    "incomplete",
 )
 _SERVER_CSV_FIELDS = ("avg_batch_size", "queue_compute_ratio", "avg_queue_ms", "avg_compute_ms")
 
@@ -68,6 +70,8 @@ def write_steps_csv(steps: Sequence[StepResult], path: Path) -> Path:
                 "host_cpu": step.host_cpu,
                 "host_cores": step.host_cores,
                 "client_bound": step.client_bound,
+                "worker_cpu": ";".join(f"{cores:.4f}" for cores in step.worker_cpu),
+                "incomplete": step.incomplete,
             }
             for model, metrics in step.server.items():
                 for name in _SERVER_CSV_FIELDS:

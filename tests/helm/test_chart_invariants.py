@@ -169,7 +169,12 @@ def test_services_expose_http_grpc_and_metrics_and_pdb_covers_each_track(render:
         assert not of_kind(objects, "Service")  # Flagger generates them
         return
     deployments = serving_deployments(objects)
-    services = of_kind(objects, "Service")
+    # Serving Services only (the capacity test's master has its own).
+    services = [
+        s
+        for s in of_kind(objects, "Service")
+        if s["metadata"]["labels"].get("app.kubernetes.io/component") != "capacity-test"
+    ]
     pdbs = of_kind(objects, "PodDisruptionBudget")
     assert len(services) == len(pdbs) == len(deployments)
     for dep in deployments:

@@ -9,22 +9,14 @@ from pathlib import Path
 import pytest
 
 from distil.model_repository.config import RepositoryConfig
-from distil.model_repository.server import ServerConfig, TritonServer
-from tests.conftest import Reference, build_repository
+from distil.model_repository.server import TritonServer
+from tests.conftest import Reference, build_repository, start_server
 
 pytestmark = pytest.mark.integration
 
 # Long enough queue delays that requests sent together land in one dynamic batch, so the tests
 # prove that a bad request fails alone inside a batch of good ones.
 BATCHING_DELAY_US = 30_000
-
-
-def start_server(repository: Path) -> TritonServer:
-    config = ServerConfig.on_free_ports(
-        repository,
-        ready_timeout_s=120,
-    )
-    return TritonServer(config).__enter__()
 
 
 @pytest.fixture(scope="session")

@@ -21,8 +21,7 @@ from distil.cli.app import app
 from distil.model_repository.client import Classifier, Protocol
 from distil.model_repository.integrity import rewrite_manifest
 from distil.model_repository.server import TritonServer, free_port, free_ports
-from tests.conftest import Reference
-from tests.integration.conftest import start_server
+from tests.conftest import Reference, start_server
 
 pytestmark = pytest.mark.integration
 

@@ -97,8 +97,7 @@ def overload_server(tmp_path_factory: pytest.TempPathFactory):
     from dataclasses import replace
 
     from distil.model_repository.config import CLASSIFIER, RepositoryConfig
-    from tests.conftest import build_repository
-    from tests.integration.conftest import start_server
+    from tests.conftest import build_repository, start_server
 
     batching = dict(RepositoryConfig().batching)
     batching[CLASSIFIER] = replace(

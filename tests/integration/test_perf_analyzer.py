@@ -17,8 +17,7 @@ from distil.cli.app import app
 from distil.loadtest.drive.perf_analyzer import INSTALL_HINT, find_perf_analyzer
 from distil.model_repository import access
 from distil.model_repository.server import TritonServer
-from tests.conftest import build_repository
-from tests.integration.conftest import start_server
+from tests.conftest import build_repository, start_server
 
 pytestmark = [
     pytest.mark.integration,

@@ -13,8 +13,7 @@ from distil.build import text_data
 from distil.build.variants import Precision, PrecisionConfig
 from distil.model_repository.client import Classifier, Protocol
 from distil.model_repository.server import TritonServer
-from tests.conftest import Reference, build_repository
-from tests.integration.conftest import start_server
+from tests.conftest import Reference, build_repository, start_server
 
 pytestmark = pytest.mark.integration
 

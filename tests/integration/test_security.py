@@ -20,7 +20,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,7 @@ from distil.cli.app import app
 from distil.model_repository import access
 from distil.model_repository.server import TritonServer
 from distil.model_repository.supervisor import stubs_of
-from tests.integration.conftest import start_server
+from tests.conftest import start_server
 
 pytestmark = pytest.mark.integration
 
@@ -51,13 +50,9 @@ PLANTED_CONFIG = {
 
 
 @pytest.fixture(scope="module")
-def server(tiny_repository: Path) -> Iterator[TritonServer]:
-    """The default repository as `distil build-engines` writes it, served as `distil serve` serves it."""
-    started = start_server(tiny_repository)
-    try:
-        yield started
-    finally:
-        started.stop()
+def server(tiny_server: TritonServer) -> TritonServer:
+    """The default repository (no batching delays), as `distil serve` serves it."""
+    return tiny_server
 
 
 def _http(server: TritonServer, method: str, path: str, body: Any = None, key: str | None = None) -> tuple[int, str]:

@@ -171,6 +171,18 @@ def test_load_run_says_what_to_do_when_the_file_is_missing_or_not_json(tmp_path:
         load_run(tmp_path / "bad.json")
 
 
+def test_a_version_3_record_written_before_distributed_runs_still_reads(
+    knee_run: RunResult, raw_fixture: Callable[[str], dict[str, Any]], tmp_path: Path
+) -> None:
+    data = raw_fixture("run_knee_clear.json")
+    data["schema_version"] = 3
+    del data["workers"]
+    for step in data["steps"]:
+        del step["worker_cpu"], step["incomplete"]
+    (tmp_path / "run.json").write_text(json.dumps(data))
+    assert load_run(tmp_path / "run.json") == knee_run
+
+
 def test_load_run_refuses_another_schema_version(raw_fixture: Callable[[str], dict[str, Any]], tmp_path: Path) -> None:
     data = raw_fixture("run_knee_clear.json")
     data["schema_version"] = 99
