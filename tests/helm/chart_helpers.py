@@ -149,11 +149,11 @@ class Mounted:
     def _mapped(self, text: str) -> str:
         return ABSOLUTE_PATH.sub(lambda m: str(self.find(m.group()) or m.group()), text)
 
-    def run(self, seconds: float, args: list[str] | None = None) -> Outcome:
-        """Run the container's command (with ``args`` in place of its own, if given) for up to ``seconds``."""
+    def run(self, seconds: float, args: list[str] | None = None, command: list[str] | None = None) -> Outcome:
+        """Run the container's command and args (or those given in their place) for up to ``seconds``."""
         argv = [
             a if isinstance(a, HostPath) else self._mapped(a)
-            for a in self.container["command"] + (args or self.container.get("args", []))
+            for a in (command or self.container["command"]) + (args or self.container.get("args", []))
         ]
         env = {"PATH": f"{VENV_BIN}{os.pathsep}/usr/bin{os.pathsep}/bin", "HF_HUB_OFFLINE": "1"}
         env |= {e["name"]: self._mapped(e["value"]) for e in self.container.get("env", [])}

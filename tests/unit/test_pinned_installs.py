@@ -41,9 +41,10 @@ def test_every_requirement_in_a_lock_is_pinned_with_hashes(lock: Path) -> None:
     assert all(hashes for hashes in requirements.values()), [r for r, h in requirements.items() if not h]
 
 
-def test_every_index_install_of_the_image_and_the_perf_analyzer_script_requires_hashes() -> None:
-    dockerfile = (REPO_ROOT / "docker" / "Dockerfile").read_text()
-    installs = re.findall(r"python3 -m pip install[^\n]*", dockerfile)
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.loadtest"])
+def test_every_index_install_of_the_images_and_the_perf_analyzer_script_requires_hashes(dockerfile: str) -> None:
+    text = (REPO_ROOT / "docker" / dockerfile).read_text()
+    installs = re.findall(r"python3 -m pip install[^\n]*", text)
     from_index = [line for line in installs if "/tmp/wheels/" not in line]  # distil's own wheel, built here
     assert from_index and all("--require-hashes -r" in line for line in from_index), from_index
     script = (REPO_ROOT / "scripts" / "install-perf-analyzer").read_text()

@@ -249,6 +249,15 @@ never found beside plans it does not describe.
 {{- if and $v.engineBuild.enabled (or $v.stable.repositorySha256 $v.canary.repositorySha256) }}
 {{- fail "repositorySha256 pins the distil.json a build printed, but engineBuild rewrites distil.json in the cluster: leave repositorySha256 empty with engineBuild (the files are still checked against distil.json)" }}
 {{- end }}
+{{- if $v.capacityTest.enabled }}
+{{- if and (eq $v.capacityTest.track "canary") (not $v.canary.enabled) }}
+{{- fail "capacityTest.track=canary needs canary.enabled" }}
+{{- end }}
+{{- $replicas := ternary (int $v.canary.replicas) (int $v.stable.replicas) (eq $v.capacityTest.track "canary") }}
+{{- if and $v.capacityTest.scrapeMetrics (or $v.autoscaling.enabled (gt $replicas 1)) }}
+{{- fail (printf "capacityTest.scrapeMetrics reads /metrics through the %s Service, which balances over its pods: test a track of one replica (replicas=1, autoscaling off), or set capacityTest.scrapeMetrics=false" $v.capacityTest.track) }}
+{{- end }}
+{{- end }}
 {{- if $v.autoscaling.enabled }}
 {{- if gt (int $v.autoscaling.minReplicas) (int $v.autoscaling.maxReplicas) }}
 {{- fail (printf "autoscaling.minReplicas (%d) exceeds autoscaling.maxReplicas (%d)" (int $v.autoscaling.minReplicas) (int $v.autoscaling.maxReplicas)) }}
