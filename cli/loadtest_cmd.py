@@ -411,14 +411,16 @@ def worker(
     processes: int = typer.Option(1, help="Worker processes to start on this machine, one core each."),
 ) -> None:
     """Join a distributed run as a Locust worker: it takes the target, protocol and steps from the master."""
-    import subprocess
+    import os
 
     from distil.loadtest.drive.runner import worker_command
 
     if processes < 1:
         raise ConfigError(f"--processes must be at least 1, got {processes}.")
     err.print(f"Joining the load test master at {master_host}:{master_port} ({processes} process(es)).")
-    raise typer.Exit(subprocess.call(worker_command(master_host, master_port, processes)))
+    command = worker_command(master_host, master_port, processes)
+    # Locust takes this process's place, so a pod's SIGTERM reaches it (it stops its users and leaves).
+    os.execv(command[0], command)
 
 
 @reports_errors

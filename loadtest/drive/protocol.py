@@ -24,6 +24,7 @@ import json
 import re
 import socket
 import struct
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -161,8 +162,8 @@ def binary_request(texts: Sequence[str]) -> tuple[bytes, dict[str, str]]:
 
 def check_response(body: bytes, header_length: str | None, rows: int) -> None:
     """Raise RequestError("bad_response") unless every output is there with one row per text."""
-    head = body[: int(header_length)] if header_length else body
     try:
+        head = body[: int(header_length)] if header_length else body
         outputs = {o["name"]: o for o in json.loads(head)["outputs"]}
     except (ValueError, KeyError, TypeError) as exc:
         raise RequestError("bad_response", f"unreadable response: {exc}") from None
@@ -173,10 +174,23 @@ def check_response(body: bytes, header_length: str | None, rows: int) -> None:
         raise RequestError("bad_response", f"{LABEL} has shape {outputs[LABEL].get('shape')}, expected {rows} rows")
 
 
-# Distinct batches whose encoded request a requester keeps: the corpus's texts one by one fit many times
-# over; random multi-text batches stop being cached past this and are encoded per request.
-_CACHED_REQUESTS = 4096
+# Encoded requests kept per process: one-text requests only (a corpus of single texts repeats; random
+# multi-text batches almost never do), shared by every requester of the process, bounded.
+_CACHED_REQUESTS = 8192
+_REQUEST_CACHE: dict[tuple[object, ...], bytes] = {}
 _MAX_HEAD = 64 * 1024
+
+
+def _encoded(key: tuple[object, ...], texts: Sequence[str], encode: Callable[[], bytes]) -> bytes:
+    """``encode()``'s bytes for a request, from the process's cache when ``texts`` is one text."""
+    if len(texts) != 1:
+        return encode()
+    request = _REQUEST_CACHE.get(key)
+    if request is None:
+        request = encode()
+        if len(_REQUEST_CACHE) < _CACHED_REQUESTS:
+            _REQUEST_CACHE[key] = request
+    return request
 
 
 class _ProtocolError(Exception):
@@ -184,14 +198,16 @@ class _ProtocolError(Exception):
 
 
 class HttpConnection:
-    """HTTP/1.1 on one keep-alive socket, reading exactly what Triton (and the bench's FastAPI) answer:
-    a status line, headers, and a body of Content-Length bytes or chunks. Gevent-friendly once patched."""
+    """HTTP/1.1 on one keep-alive socket: a status line (interim 1xx answers skipped), headers, and a body
+    of Content-Length bytes, chunks, or everything until the server closes. ``timeout_s`` bounds the
+    whole exchange, not each socket operation. Gevent-friendly once patched."""
 
     def __init__(self, target: Target, timeout_s: float = 30.0) -> None:
         self.target = target
         self.timeout_s = timeout_s
         self._socket: socket.socket | None = None
         self._buffer = b""
+        self._deadline = 0.0
 
     def request_bytes(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> bytes:
         lines = [f"{method} {path} HTTP/1.1", f"Host: {self.target.address}", f"Content-Length: {len(body)}"]
@@ -199,33 +215,57 @@ class HttpConnection:
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
     def exchange(self, request: bytes) -> tuple[int, dict[str, str], bytes]:
-        """Send ``request`` (from :meth:`request_bytes`); return (status, lower-cased headers, body)."""
+        """Send ``request`` (from :meth:`request_bytes`); return (status, lower-cased headers, body).
+
+        A connection whose last exchange did not end cleanly is never reused: nothing is pipelined, so
+        bytes left over from an earlier answer mean the stream is out of step.
+        """
+        self._deadline = time.monotonic() + self.timeout_s
         try:
+            if self._socket is not None and self._buffer:
+                self.close()
             if self._socket is None:
-                self._socket = socket.create_connection((self.target.host, self.target.port), self.timeout_s)
+                self._socket = socket.create_connection((self.target.host, self.target.port), self._remaining())
                 self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                self._buffer = b""
+            self._socket.settimeout(self._remaining())
             self._socket.sendall(request)
-            status, headers = self._read_head()
-            body = self._read_body(headers)
+            version, status, headers = self._read_head()
+            while 100 <= status < 200:  # interim answers (100 Continue, 103 Early Hints): the real one follows
+                version, status, headers = self._read_head()
+            body = self._read_body(status, headers)
         except TimeoutError as exc:
             self.close()
-            raise RequestError("timeout", str(exc)) from None
-        except (OSError, _ProtocolError) as exc:
+            raise RequestError("timeout", str(exc) or f"no complete answer within {self.timeout_s:g} s") from None
+        except (OSError, _ProtocolError, ValueError) as exc:
             self.close()
             raise RequestError("connection", f"{type(exc).__name__}: {exc}") from None
-        if headers.get("connection", "").lower() == "close":
+        except BaseException:  # a user stopped mid-read (gevent.Timeout, GreenletExit): the stream is unusable
+            self.close()
+            raise
+        tokens = {token.strip().lower() for token in headers.get("connection", "").split(",")}
+        if "close" in tokens or (version == "HTTP/1.0" and "keep-alive" not in tokens):
             self.close()
         return status, headers, body
 
-    def _receive(self) -> None:
+    def _remaining(self) -> float:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"no complete answer within {self.timeout_s:g} s")
+        return left
+
+    def _receive(self, until_close: bool = False) -> bool:
+        """Read more into the buffer; False at the end of the stream when ``until_close``, else an error."""
         assert self._socket is not None
+        self._socket.settimeout(self._remaining())
         chunk = self._socket.recv(65536)
         if not chunk:
+            if until_close:
+                return False
             raise _ProtocolError("the server closed the connection")
         self._buffer += chunk
+        return True
 
-    def _read_head(self) -> tuple[int, dict[str, str]]:
+    def _read_head(self) -> tuple[str, int, dict[str, str]]:
         while (end := self._buffer.find(b"\r\n\r\n")) < 0:
             if len(self._buffer) > _MAX_HEAD:
                 raise _ProtocolError("no end of the response head")
@@ -233,13 +273,13 @@ class HttpConnection:
         head, self._buffer = self._buffer[:end].decode("latin-1"), self._buffer[end + 4 :]
         status_line, *lines = head.split("\r\n")
         parts = status_line.split(" ", 2)
-        if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
-            raise _ProtocolError(f"not an HTTP/1.1 status line: {status_line[:80]!r}")
+        if len(parts) < 2 or parts[0] not in ("HTTP/1.1", "HTTP/1.0") or not parts[1].isdigit():
+            raise _ProtocolError(f"not an HTTP/1.x status line: {status_line[:80]!r}")
         headers = {}
         for line in lines:
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
-        return int(parts[1]), headers
+        return parts[0], int(parts[1]), headers
 
     def _read_exactly(self, count: int) -> bytes:
         while len(self._buffer) < count:
@@ -247,23 +287,36 @@ class HttpConnection:
         data, self._buffer = self._buffer[:count], self._buffer[count:]
         return data
 
-    def _read_body(self, headers: dict[str, str]) -> bytes:
+    def _read_line(self) -> bytes:
+        while (end := self._buffer.find(b"\r\n")) < 0:
+            self._receive()
+        line, self._buffer = self._buffer[:end], self._buffer[end + 2 :]
+        return line
+
+    def _read_body(self, status: int, headers: dict[str, str]) -> bytes:
+        if status in (204, 304):
+            return b""
         if headers.get("transfer-encoding", "").lower() == "chunked":
             chunks: list[bytes] = []
-            while True:
-                while (end := self._buffer.find(b"\r\n")) < 0:
-                    self._receive()
-                size = int(self._buffer[:end].split(b";")[0], 16)
-                self._buffer = self._buffer[end + 2 :]
-                chunk = self._read_exactly(size + 2)[:size]  # each chunk ends in CRLF
-                if size == 0:
-                    return b"".join(chunks)
-                chunks.append(chunk)
-        try:
-            length = int(headers.get("content-length", "0"))
-        except ValueError:
-            raise _ProtocolError(f"Content-Length {headers['content-length']!r}") from None
-        return self._read_exactly(length)
+            while size := int(self._read_line().split(b";")[0], 16):
+                chunk = self._read_exactly(size + 2)
+                if chunk[size:] != b"\r\n":
+                    raise _ProtocolError("a chunk does not end in CRLF")
+                chunks.append(chunk[:size])
+            while self._read_line():  # trailer lines, up to the empty one
+                pass
+            return b"".join(chunks)
+        if "content-length" in headers:
+            length = int(headers["content-length"])
+            if length < 0:
+                raise _ProtocolError(f"Content-Length {length}")
+            return self._read_exactly(length)
+        # Neither: the body runs until the server closes the connection.
+        while self._receive(until_close=True):
+            pass
+        body, self._buffer = self._buffer, b""
+        self.close()
+        return body
 
     def close(self) -> None:
         if self._socket is not None:
@@ -273,24 +326,20 @@ class HttpConnection:
 
 
 class HttpRequester:
-    """KServe v2 HTTP on one keep-alive connection; each distinct batch's request bytes are built once."""
+    """KServe v2 HTTP on one keep-alive connection; one-text requests are encoded once per process."""
 
     def __init__(self, target: Target, model: str = ENSEMBLE, binary: bool = False, timeout_s: float = 30.0) -> None:
         self.target = target
         self.path = f"/v2/models/{model}/infer"
         self.encode = binary_request if binary else json_request
         self.connection = HttpConnection(target, timeout_s)
-        self._requests: dict[tuple[str, ...], bytes] = {}
 
     def _request(self, texts: Sequence[str]) -> bytes:
-        key = tuple(texts)
-        request = self._requests.get(key)
-        if request is None:
+        def encode() -> bytes:
             body, headers = self.encode(texts)
-            request = self.connection.request_bytes("POST", self.path, body, headers)
-            if len(self._requests) < _CACHED_REQUESTS:
-                self._requests[key] = request
-        return request
+            return self.connection.request_bytes("POST", self.path, body, headers)
+
+        return _encoded(("http", self.target, self.path, self.encode, *texts), texts, encode)
 
     def infer(self, texts: Sequence[str]) -> None:
         status, headers, payload = self.connection.exchange(self._request(texts))
@@ -322,22 +371,18 @@ class GrpcRequester:
             request_serializer=None,  # the cached bytes go out as they are
             response_deserializer=service_pb2.ModelInferResponse.FromString,
         )
-        self._requests: dict[tuple[str, ...], bytes] = {}
 
     def _request(self, texts: Sequence[str]) -> bytes:
-        key = tuple(texts)
-        request = self._requests.get(key)
-        if request is None:
+        def encode() -> bytes:
             message = self._pb.ModelInferRequest(model_name=self.model)
             tensor = message.inputs.add(name=TEXT, datatype="BYTES")
             tensor.shape.extend([len(texts), 1])
             message.raw_input_contents.append(encode_bytes_tensor(texts))
             for name in OUTPUTS:
                 message.outputs.add(name=name)
-            request = message.SerializeToString()
-            if len(self._requests) < _CACHED_REQUESTS:
-                self._requests[key] = request
-        return request
+            return bytes(message.SerializeToString())
+
+        return _encoded(("grpc", self.model, *texts), texts, encode)
 
     def infer(self, texts: Sequence[str]) -> None:
         try:

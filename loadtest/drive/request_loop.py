@@ -48,6 +48,8 @@ def send_one(
         requester.infer(texts)
     except RequestError as exc:
         error = exc
+    except Exception as exc:  # a fault of the client itself: still one completion, counted, never lost
+        error = RequestError("client_error", f"{type(exc).__name__}: {exc}")
     latency_us = (time.perf_counter_ns() - started) / 1000.0
     if recorder is not None and step is not None:
         if error is None:

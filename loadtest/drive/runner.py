@@ -35,6 +35,7 @@ from distil.loadtest.record.recorder import Recorder, StepRecord, progress_line
 from distil.loadtest.record.schema import LoadMode, RunResult, save_run
 from distil.loadtest.record.scrape import metrics_endpoint, scrape
 from distil.loadtest.record.steps_csv import write_steps_csv
+from distil.model_repository.server import free_port
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 STEP_LINE = "DISTIL-STEP "
@@ -189,7 +190,10 @@ def locust_command(config: LoadTestConfig) -> list[str]:
         *(["--remote-target"] if config.remote_target else []),
     ]
     if config.processes > 1:
+        # The forked workers reach the master on loopback, on a port of this run's own.
+        port = str(free_port())
         command += ["--processes", str(config.processes), "--expect-workers-max-wait", str(config.workers_wait_s)]
+        command += ["--master-bind-host", "127.0.0.1", "--master-bind-port", port, "--master-port", port]
     elif config.expect_workers:
         host, _, port = config.master_bind.rpartition(":")
         command += ["--master", "--expect-workers", str(config.expect_workers)]
@@ -201,7 +205,9 @@ def locust_command(config: LoadTestConfig) -> list[str]:
 def worker_command(master_host: str, master_port: int, processes: int = 1) -> list[str]:
     """A Locust worker for a distil master elsewhere: it takes the run's options from the master."""
     command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--worker", "--master-host", master_host]
-    command += ["--master-port", str(master_port), "--loglevel", "WARNING"]
+    # A worker's own options (not forwarded by the master): its exit status must not say "failed" because a
+    # request failed; the run's verdict is the master's.
+    command += ["--master-port", str(master_port), "--loglevel", "WARNING", "--exit-code-on-error", "0"]
     return command + (["--processes", str(processes)] if processes > 1 else [])
 
 

@@ -11,12 +11,13 @@ Import this module only from a locustfile, after ``import locust`` (gevent monke
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import gevent
 from locust import User, constant, events, task
+from locust.runners import WorkerRunner
 
 from distil.errors import DistilError
 from distil.loadtest.drive.corpus import TextSampler, read_corpus
@@ -33,6 +34,8 @@ from distil.loadtest.record.recorder import Recorder
 RECORDER = Recorder()
 # Set by the distil plan (if any): the run's request bound; `draining` while the last requests finish.
 LIMITS: dict[str, int] = {"max_requests": 0, "draining": 0}
+# Called once when this process reaches its request bound (a distributed worker tells its master).
+ON_BOUND: list[Callable[[], None]] = []
 
 
 @events.init_command_line_parser.add_listener
@@ -107,10 +110,12 @@ class TritonUser(User):
                 _NativeThreadRequester(requester) if self.transport is Transport.grpc else requester
             )
             TritonUser._users += 1
+            # Each distributed worker draws its own sequence (forked workers share the counter's start).
+            worker = int(getattr(self.environment.runner, "worker_index", 0) or 0)
             self.sampler = TextSampler(
                 TritonUser._texts,
                 int(getattr(options, "batch_size", 1)),
-                seed=None if seed < 0 else seed + TritonUser._users,
+                seed=None if seed < 0 else seed + 100_000 * worker + TritonUser._users,
             )
         except DistilError as exc:
             # A wrong host or corpus is the same for every user: stop the whole test with the reason.
@@ -134,9 +139,15 @@ class TritonUser(User):
     @task
     def infer(self) -> None:
         limit = LIMITS["max_requests"]
-        if LIMITS["draining"] or (limit and RECORDER.total_sent >= limit):
-            # The run's request bound is reached, or the run is waiting for the requests in flight to
-            # finish before it writes the record: send nothing new.
+        bound = bool(limit) and RECORDER.total_sent >= limit
+        if bound and ON_BOUND:
+            for listener in ON_BOUND:
+                listener()
+            ON_BOUND.clear()
+        waiting = isinstance(self.environment.runner, WorkerRunner) and RECORDER.current is None
+        if LIMITS["draining"] or bound or waiting:
+            # The run's request bound is reached, the run is waiting for the requests in flight to finish
+            # before it writes the record, or (a worker) no step has begun here yet: send nothing.
             gevent.sleep(0.1)
             return
         outcome = send_one(self.requester, self.sampler, RECORDER, RECORDER.current)

@@ -51,6 +51,7 @@ class StepRecord:
     cpu: CpuUse | None = None
     # A distributed run's merged step: each worker's generator cores, and why requests may be missing.
     worker_cpu: dict[str, float] = field(default_factory=dict)
+    remote_cpu: float = 0.0  # the part of the workers' cores spent on other machines than the master's
     incomplete: str | None = None
 
     @property
@@ -72,6 +73,7 @@ class StepRecord:
             "done_s": self.done_s,
             "cpu": None if self.cpu is None else asdict(self.cpu),
             "worker_cpu": self.worker_cpu,
+            "remote_cpu": self.remote_cpu,
             "incomplete": self.incomplete,
         }
 
@@ -91,6 +93,7 @@ class StepRecord:
             done_s=[float(v) for v in data.get("done_s", [])],
             cpu=None if data.get("cpu") is None else CpuUse(**data["cpu"]),
             worker_cpu={str(k): float(v) for k, v in (data.get("worker_cpu") or {}).items()},
+            remote_cpu=float(data.get("remote_cpu") or 0.0),
             incomplete=data.get("incomplete"),
         )
 
@@ -124,6 +127,7 @@ class StepRecord:
             host_cpu=None if self.cpu is None else self.cpu.host_cores,
             host_cores=None if self.cpu is None else self.cpu.host_core_count,
             worker_cpu=tuple(cores for _, cores in sorted(self.worker_cpu.items())),
+            remote_cpu=self.remote_cpu,
             incomplete=self.incomplete,
         )
 
@@ -197,17 +201,23 @@ class Recorder:
 
 
 def merge_workers(
-    master: list[StepRecord], workers: Mapping[str, Mapping[int, StepRecord]], lost: Mapping[str, int]
+    master: list[StepRecord],
+    workers: Mapping[str, Mapping[int, StepRecord]],
+    lost: Mapping[str, int],
+    joined: Mapping[str, int] | None = None,
+    remote: set[str] | None = None,
 ) -> list[StepRecord]:
     """The master's steps (boundaries, server counters, its own and the server's CPU) with every worker's
     requests, CPU and errors added. A step that lacks a worker's record is marked incomplete, with why:
     the worker was lost (``lost``: worker -> the step during which the master noticed it was gone), or it
-    never sent that step.
+    never sent that step. Steps before the one a worker ``joined`` in are not its to send. The CPU of
+    ``remote`` workers (on other machines) is kept apart from what the master's machine spent.
 
     Each worker times its requests on its own clock from the moment the master's step message reached it;
     completion times are moved onto the master's clock by the difference of the two step starts, so a
     request counts as late by its own worker's view of the boundary.
     """
+    joined, remote = joined or {}, remote or set()
     merged = []
     for step in master:
         combined = StepRecord(
@@ -221,6 +231,8 @@ def merge_workers(
         client = 0.0 if step.cpu is None else step.cpu.client_cores  # the master's own scraping and planning
         missing = []
         for worker, steps in sorted(workers.items()):
+            if joined.get(worker, 0) > step.index:
+                continue
             theirs = steps.get(step.index)
             if theirs is None:
                 missing.append(
@@ -241,6 +253,8 @@ def merge_workers(
             if theirs.cpu is not None:
                 combined.worker_cpu[worker] = theirs.cpu.client_cores
                 client += theirs.cpu.client_cores
+                if worker in remote:
+                    combined.remote_cpu += theirs.cpu.client_cores
         if step.cpu is not None:
             combined.cpu = CpuUse(client, step.cpu.server_cores, step.cpu.host_cores, step.cpu.host_core_count)
         if missing:

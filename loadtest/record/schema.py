@@ -63,7 +63,8 @@ class StepResult:
     process tree and the whole machine (of ``host_cores``) kept busy over the step (None when not
     measured; the server's only when a tritonserver listens on the target's port on this machine).
     In a distributed run ``client_cpu`` sums every generator process and ``worker_cpu`` holds each
-    worker's cores; ``incomplete`` says why a step's record lacks requests (a worker lost, or its record
+    worker's cores (``remote_cpu`` of them on other machines than the master's, which the machine's
+    CPU figures do not include); ``incomplete`` says why a step's record lacks requests (a worker lost, or its record
     never arrived): such a step measured less load than it claims and never counts as capacity.
     """
 
@@ -84,6 +85,7 @@ class StepResult:
     host_cpu: float | None = None
     host_cores: int | None = None
     worker_cpu: tuple[float, ...] = ()
+    remote_cpu: float = 0.0
     incomplete: str | None = None
 
     def __post_init__(self) -> None:
@@ -121,15 +123,16 @@ class StepResult:
         if busiest >= CLIENT_BOUND_CORES:
             who = "the load generator" if not self.worker_cpu else "its busiest worker process"
             return f"{who} used {busiest:.2f} cores, near the one core a Python loop can use"
+        local = self.client_cpu - self.remote_cpu  # the generator's cores on the machine host_cpu describes
         if (
             self.host_cpu is not None
             and self.host_cores
             and self.host_cpu >= HOST_SATURATED * self.host_cores
-            and self.client_cpu >= CLIENT_SHARE_OF_HOST * self.host_cpu
+            and local >= CLIENT_SHARE_OF_HOST * self.host_cpu
         ):
             return (
                 f"the load generator's machine was saturated ({self.host_cpu:.2f} of {self.host_cores} cores busy, "
-                f"{self.client_cpu:.2f} of them the generator's): where the server shares that machine, the "
+                f"{local:.2f} of them the generator's): where the server shares that machine, the "
                 "generator took CPU the server needed"
             )
         return None
@@ -203,6 +206,7 @@ class StepResult:
             "host_cores": self.host_cores,
             "client_bound": self.client_bound,
             "worker_cpu": list(self.worker_cpu),
+            "remote_cpu": self.remote_cpu,
             "incomplete": self.incomplete,
         }
 
@@ -231,6 +235,7 @@ class StepResult:
                 host_cpu=optional_number(data.get("host_cpu"), "host_cpu"),
                 host_cores=None if data.get("host_cores") is None else int(data["host_cores"]),
                 worker_cpu=tuple(number(v, "worker_cpu") for v in data.get("worker_cpu") or ()),
+                remote_cpu=number(data.get("remote_cpu") or 0.0, "remote_cpu"),
                 incomplete=None if data.get("incomplete") is None else str(data["incomplete"]),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:

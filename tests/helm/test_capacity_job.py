@@ -23,7 +23,7 @@ CLAIM = "capacity-results"
 
 
 def _values(**capacity: Any) -> dict[str, Any]:
-    test = {"enabled": True, "levels": "2,4", "stepDurationSeconds": 3, "workers": 2, "sloMs": 5000}
+    test = {"enabled": True, "runId": "t1", "levels": "2,4", "stepDurationSeconds": 3, "workers": 2, "sloMs": 5000}
     test |= {"results": {"existingClaim": CLAIM}, "workersWaitSeconds": 60, **capacity}
     return {"stable": {"modelVersion": "v1", "replicas": 1}, "capacityTest": test}
 
@@ -102,11 +102,16 @@ def test_the_workers_are_release_clients_the_policy_lets_in_and_the_master_may_s
     for role in ("master", "workers"):
         labels = _job(objects, role)["spec"]["template"]["metadata"]["labels"]
         assert labels["distil/client"] == "true" and labels["app.kubernetes.io/instance"] == "distil"
-    [policy] = of_kind(objects, "NetworkPolicy")
+    [policy] = [p for p in of_kind(objects, "NetworkPolicy") if p["metadata"]["name"] == "distil"]
     metrics = [rule for rule in policy["spec"]["ingress"] if rule["ports"][0]["port"] == "metrics"][0]
-    assert {"podSelector": {"matchLabels": {"app.kubernetes.io/instance": "distil", "distil/client": "true"}}} in (
-        metrics["from"]
-    )
+    master = {"app.kubernetes.io/instance": "distil", "app.kubernetes.io/component": "capacity-test"}
+    assert {"podSelector": {"matchLabels": master | {"distil/capacity-role": "master"}}} in metrics["from"]
+    # Only this run's workers reach the master: the verdict rests on what they send it.
+    [guard] = [p for p in of_kind(objects, "NetworkPolicy") if p["metadata"]["name"] != "distil"]
+    assert guard["spec"]["podSelector"]["matchLabels"]["distil/capacity-role"] == "master"
+    [rule] = guard["spec"]["ingress"]
+    assert rule["ports"] == [{"port": 5557, "protocol": "TCP"}]
+    assert rule["from"][0]["podSelector"]["matchLabels"]["distil/capacity-role"] == "worker"
 
 
 def test_scraping_through_a_service_of_several_replicas_is_refused(chart: Any) -> None:
@@ -115,3 +120,21 @@ def test_scraping_through_a_service_of_several_replicas_is_refused(chart: Any) -
     values = _values() | {"stable": {"modelVersion": "v1", "replicas": 3}}
     with pytest.raises(helm.HelmRenderError, match="test a track of one replica"):
         chart.render(values, name="distil", namespace="ml", is_install=True)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"capacityTest": {"runId": ""}}, "needs capacityTest.runId"),
+        ({"httpRoute": {"enabled": True, "parentRefs": [{"name": "gw"}]}}, "live traffic"),
+        ({"capacityTest": {"levels": "1,2,4,8,16,32", "stepDurationSeconds": 600}}, "activeDeadlineSeconds"),
+    ],
+)
+def test_a_capacity_test_that_would_hit_live_traffic_rerun_or_outlive_its_deadline_is_refused(
+    chart: Any, change: dict[str, Any], message: str
+) -> None:
+    import helm_python as helm
+    from chart_helpers import deep_merge
+
+    with pytest.raises(helm.HelmRenderError, match=message):
+        chart.render(deep_merge(_values(), change), name="distil", namespace="ml", is_install=True)

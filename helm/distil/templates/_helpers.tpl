@@ -250,6 +250,19 @@ never found beside plans it does not describe.
 {{- fail "repositorySha256 pins the distil.json a build printed, but engineBuild rewrites distil.json in the cluster: leave repositorySha256 empty with engineBuild (the files are still checked against distil.json)" }}
 {{- end }}
 {{- if $v.capacityTest.enabled }}
+{{- $c := $v.capacityTest }}
+{{- if not $c.runId }}
+{{- fail "capacityTest.enabled needs capacityTest.runId: each run is a deliberate new name (Jobs are immutable), and an upgrade that keeps it enabled starts no new test by itself. Set capacityTest.enabled=false again afterwards" }}
+{{- end }}
+{{- $routed := or $v.httpRoute.enabled $v.grpcRoute.enabled $v.canary.flagger.enabled }}
+{{- if and $routed (not $c.allowLiveTraffic) }}
+{{- fail "capacityTest on a release the gateway routes would saturate a replica serving live traffic, and count that traffic in its figures: install a release of its own for the test (docs/deploy.md, \"Capacity test in the cluster\"), or set capacityTest.allowLiveTraffic=true" }}
+{{- end }}
+{{- $levels := len (splitList "," $c.levels) }}
+{{- $needed := add (mul $levels (int $c.stepDurationSeconds)) (int $c.workersWaitSeconds) 300 }}
+{{- if lt (int $c.activeDeadlineSeconds) $needed }}
+{{- fail (printf "capacityTest.activeDeadlineSeconds (%d) is shorter than the run: %d levels × %ds + %ds for the workers + 300s; raise it to at least %d" (int $c.activeDeadlineSeconds) $levels (int $c.stepDurationSeconds) (int $c.workersWaitSeconds) $needed) }}
+{{- end }}
 {{- if and (eq $v.capacityTest.track "canary") (not $v.canary.enabled) }}
 {{- fail "capacityTest.track=canary needs canary.enabled" }}
 {{- end }}

@@ -178,7 +178,7 @@ def test_a_version_3_record_written_before_distributed_runs_still_reads(
     data["schema_version"] = 3
     del data["workers"]
     for step in data["steps"]:
-        del step["worker_cpu"], step["incomplete"]
+        del step["worker_cpu"], step["remote_cpu"], step["incomplete"]
     (tmp_path / "run.json").write_text(json.dumps(data))
     assert load_run(tmp_path / "run.json") == knee_run
 
