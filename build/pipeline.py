@@ -25,6 +25,7 @@ from distil.model_repository.writer import (
     variant_names,
     write_repository,
 )
+from distil.monitoring import baseline
 
 Stage = Callable[[str], AbstractContextManager[object]]
 
@@ -150,6 +151,9 @@ def build_engines(config: BuildConfig, stage: Stage = _no_progress) -> BuildResu
             write_repository(root, interface, config.repository, variants)
             if report is not None:
                 report.write(root)
+                baseline.write(
+                    root, labels, report.served_class_shares(), f"{report.eval_source}, {report.served.value}"
+                )
             if target is Target.gpu and data is not None:
                 plan_check_set(fp32_file, tokenizer, data[0], max_length, labels).write(root)
             metadata.write(

@@ -144,6 +144,13 @@ class PrecisionReport:
     def kept(self) -> list[Variant]:
         return [v for v in self.variants if v.kept]
 
+    def served_class_shares(self) -> tuple[float, ...]:
+        """Each label's share of the served variant's predictions on the evaluation set."""
+        for variant in self.kept():
+            if variant.precision is self.served and variant.agreement is not None:
+                return variant.agreement.class_shares
+        return self.reference_class_shares  # FP32 is served: the reference itself
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "served_precision": self.served.value,

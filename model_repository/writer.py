@@ -6,6 +6,7 @@ Layout (``<repository>`` is the folder given to ``tritonserver --model-repositor
     tokenizer/config.pbtxt          Python backend
     tokenizer/1/model.py            copied from distil/model_repository/backends/tokenizer.py
     tokenizer/1/tokenizer.json      the checkpoint's fast tokenizer (+ its config files)
+    tokenizer/1/distil_quality_metrics.py   from backends/quality_metrics.py (also in postprocess/1/)
     classifier/config.pbtxt         Python backend + ONNX Runtime (cpu) or onnxruntime_onnx (gpu)
     classifier/1/model.onnx
     classifier/1/model.py           cpu target only
@@ -26,7 +27,7 @@ from pathlib import Path
 from distil.build.metadata import METADATA_FILE
 from distil.errors import RepositoryError
 from distil.model_repository import pbtxt
-from distil.model_repository.backends import onnx_classifier, postprocess, tokenizer
+from distil.model_repository.backends import onnx_classifier, postprocess, quality_metrics, tokenizer
 from distil.model_repository.config import (
     CLASSIFIER,
     ENSEMBLE,
@@ -35,9 +36,16 @@ from distil.model_repository.config import (
     RepositoryConfig,
     Target,
 )
+from distil.monitoring import baseline
 
 # Files at the repository root that a build writes (Triton only reads sub-folders).
-GENERATED_FILES = (METADATA_FILE, "precision_report.json", "precision_report.md", "plan_check.npz")
+GENERATED_FILES = (
+    METADATA_FILE,
+    "precision_report.json",
+    "precision_report.md",
+    "plan_check.npz",
+    baseline.FILE,
+)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 
 
@@ -131,6 +139,7 @@ def write_repository(
         if (model.tokenizer_dir / name).is_file():
             shutil.copyfile(model.tokenizer_dir / name, tokenizer_version / name)
     _copy_backend(tokenizer.__file__, tokenizer_version / "model.py")
+    _copy_backend(quality_metrics.__file__, tokenizer_version / quality_metrics.COPIED_AS)
     pbtxt.write(
         root / TOKENIZER / "config.pbtxt",
         pbtxt.tokenizer_config(config, model.max_length, model.pad_id, model.pad_token),
@@ -157,6 +166,7 @@ def write_repository(
 
     # postprocess
     _copy_backend(postprocess.__file__, root / POSTPROCESS / "1" / "model.py")
+    _copy_backend(quality_metrics.__file__, root / POSTPROCESS / "1" / quality_metrics.COPIED_AS)
     pbtxt.write(root / POSTPROCESS / "config.pbtxt", pbtxt.postprocess_config(config, model.labels))
 
     # ensemble(s)

@@ -33,9 +33,11 @@ import yaml
 from distil.errors import ConfigError
 from distil.model_repository.config import ENSEMBLE, TOKENIZER
 
-# Placeholders the chart fills: its label matchers (namespace, release) and the rate() window.
+# Placeholders the chart fills: its label matchers (namespace, release), the rate() window of the
+# serving series and the longer window of the quality series (shares need many texts to mean much).
 SELECTOR = "__SELECTOR__"
 WINDOW = "__WINDOW__"
+QUALITY_WINDOW = "__QUALITY_WINDOW__"
 
 # Labels the ServiceMonitor puts on every target (docs/deploy.md, "Signals").
 POD_LABELS = ("namespace", "release", "pod", "track", "model_version")
@@ -58,6 +60,11 @@ def _by(labels: tuple[str, ...]) -> str:
 
 def series(model: str = ENSEMBLE, first_step: str = TOKENIZER) -> tuple[Series, ...]:
     """Every recorded series, in rule-evaluation order (a series is defined before it is read)."""
+    return serving_series(model, first_step) + quality_series()
+
+
+def serving_series(model: str = ENSEMBLE, first_step: str = TOKENIZER) -> tuple[Series, ...]:
+    """Traffic, errors, latency, queueing and GPU: what Triton's own metrics say."""
     for name in (model, first_step):
         if not _MODEL_NAME.match(name):
             raise ConfigError(f"Model name {name!r} cannot go into a PromQL label matcher; use [A-Za-z0-9_.-].")
@@ -85,7 +92,7 @@ def series(model: str = ENSEMBLE, first_step: str = TOKENIZER) -> tuple[Series, 
         Series(
             "distil:request_rate:by_track",
             "Successful client requests per second on one track.",
-            f"sum by ({track}) (distil_inference_rate)",
+            f"sum by ({track}) (distil_inference_rate{{{SELECTOR}}})",
         ),
         Series(
             "distil:error_rate:by_track",
@@ -93,12 +100,13 @@ def series(model: str = ENSEMBLE, first_step: str = TOKENIZER) -> tuple[Series, 
             "ensemble's first step minus the ensemble's successes.",
             f"clamp_min(sum by ({track}) (rate(nv_inference_request_success{{{first}}}[{WINDOW}]))"
             f" + sum by ({track}) (rate(nv_inference_request_failure{{{first}}}[{WINDOW}]))"
-            " - distil:request_rate:by_track, 0)",
+            f" - distil:request_rate:by_track{{{SELECTOR}}}, 0)",
         ),
         Series(
             "distil:error_ratio:by_track",
             "Failed over all client requests on one track (0-1); 0 while the track is idle.",
-            "distil:error_rate:by_track / clamp_min(distil:error_rate:by_track + distil:request_rate:by_track, 1e-9)",
+            f"distil:error_rate:by_track{{{SELECTOR}}} / clamp_min(distil:error_rate:by_track{{{SELECTOR}}}"
+            f" + distil:request_rate:by_track{{{SELECTOR}}}, 1e-9)",
         ),
         Series(
             "distil:latency_ms:by_track",
@@ -118,6 +126,182 @@ def series(model: str = ENSEMBLE, first_step: str = TOKENIZER) -> tuple[Series, 
     )
 
 
+# What a quality series reads while its track is idle: 0, as the serving series do.
+_NONZERO = "1e-9"
+
+
+def _ratio(numerator: str, denominator: str, by: str) -> str:
+    """Rate of one quality counter over another's per group, 0 where the denominator did not move."""
+    return (
+        f"sum by ({by}) (rate({numerator}{{{SELECTOR}}}[{QUALITY_WINDOW}]))"
+        f" / clamp_min(sum by ({by}) (rate({denominator}{{{SELECTOR}}}[{QUALITY_WINDOW}])), {_NONZERO})"
+    )
+
+
+def _quantiles(histogram: str, by: str, quantiles: tuple[str, ...]) -> str:
+    """``histogram_quantile`` of a counter histogram per group, labelled ``quantile``; 0 where it is empty."""
+    parts = []
+    for q in quantiles:
+        found = f"histogram_quantile({q}, sum by ({by}, le) (rate({histogram}_bucket{{{SELECTOR}}}[{QUALITY_WINDOW}])))"
+        idle = f"0 * sum by ({by}) (rate({histogram}_count{{{SELECTOR}}}[{QUALITY_WINDOW}]))"
+        parts.append(f'label_replace(({found} >= 0) or {idle}, "quantile", "{q}", "", "")')
+    return " or ".join(parts)
+
+
+# Tracks compared by the canary gate: the release's canary against its stable track, over all versions.
+PAIR = ("namespace", "release")
+LENGTH_QUANTILES = ("0.5", "0.9", "0.99")
+
+
+def _predictions(tracks: str) -> str:
+    """The recorded prediction counts of the tracks matching ``tracks`` (a regular expression)."""
+    return f'distil:predictions:by_track{{track=~"{tracks}", {SELECTOR}}}'
+
+
+def _share(tracks: str) -> str:
+    """Each label's share (label ``label``) of the texts of those tracks together, over the quality window."""
+    pair = _by(PAIR)
+    return (
+        f"(sum by ({pair}, label) ({_predictions(tracks)}) / on ({pair}) group_left"
+        f" clamp_min(sum by ({pair}) ({_predictions(tracks)}), {_NONZERO}))"
+    )
+
+
+def _texts(tracks: str) -> str:
+    return f"clamp_min(sum by ({_by(PAIR)}) ({_predictions(tracks)}), {_NONZERO})"
+
+
+def quality_series() -> tuple[Series, ...]:
+    """What the model is fed and what it predicts, per track: from the pipeline's own metrics
+    (``model_repository/backends/quality_metrics.py``), over the quality window."""
+    track = _by(TRACK_LABELS)
+    pair = _by(PAIR)
+    pooled = _share("canary|stable")
+    return (
+        Series(
+            "distil:predictions:by_track",
+            "Texts classified on one track over the quality window, by top label (label `label`).",
+            f"sum by ({track}, label) (increase(distil_predictions_total{{{SELECTOR}}}[{QUALITY_WINDOW}]))",
+        ),
+        Series(
+            "distil:class_share:by_track",
+            "Each label's share (0-1) of the texts classified on one track over the quality window; 0 while idle.",
+            f"distil:predictions:by_track{{{SELECTOR}}} / on ({track}) group_left"
+            f" clamp_min(sum by ({track}) (distil:predictions:by_track{{{SELECTOR}}}), {_NONZERO})",
+        ),
+        Series(
+            "distil:texts:by_track",
+            "Texts tokenized on one track over the quality window (the evidence behind its quality series).",
+            f"sum by ({track}) (increase(distil_texts_total{{{SELECTOR}}}[{QUALITY_WINDOW}]))",
+        ),
+        Series(
+            "distil:unknown_token_ratio:by_track",
+            "Unknown tokens ([UNK]) over all tokens of the texts on one track (0-1); 0 while idle.",
+            _ratio("distil_unknown_tokens_total", "distil_tokens_total", track),
+        ),
+        Series(
+            "distil:texts_with_unknown_ratio:by_track",
+            "Share of the texts on one track with at least one unknown token (0-1); 0 while idle.",
+            _ratio("distil_texts_with_unknown_tokens_total", "distil_texts_total", track),
+        ),
+        Series(
+            "distil:truncated_ratio:by_track",
+            "Share of the texts on one track longer than the model reads, classified by their start (0-1).",
+            _ratio("distil_texts_truncated_total", "distil_texts_total", track),
+        ),
+        Series(
+            "distil:input_tokens:by_track",
+            "Input length in tokens on one track, quantiles (label quantile) estimated from the histogram's "
+            "buckets (the padding buckets); 0 while idle.",
+            _quantiles("distil_input_tokens", track, LENGTH_QUANTILES),
+        ),
+        Series(
+            "distil:mean_confidence:by_track",
+            "Mean probability of the top label on one track (0-1); 0 while idle.",
+            _ratio("distil_prediction_confidence_sum", "distil_prediction_confidence_count", track),
+        ),
+        Series(
+            "distil:class_share_shift:canary",
+            "Canary's share of each label minus the stable track's, in percentage points (label `label`).",
+            f"100 * ({_share('canary')} - {_share('stable')})",
+        ),
+        Series(
+            "distil:class_share_z:canary",
+            "Two-proportion z statistic of that difference (pooled variance): how many standard errors "
+            "apart the canary's and the stable track's shares of each label are; 0 without texts.",
+            f"abs({_share('canary')} - {_share('stable')})"
+            f" / clamp_min(sqrt({pooled} * (1 - {pooled}) * on ({pair}) group_left ()"
+            f" (1 / {_texts('canary')} + 1 / {_texts('stable')})), {_NONZERO})",
+        ),
+    )
+
+
+# Placeholders of the alert and canary-gate thresholds, filled from the chart's values.
+MIN_TEXTS = "__MIN_TEXTS__"
+MAX_SHIFT_POINTS = "__MAX_SHIFT_POINTS__"
+MAX_UNKNOWN_PERCENT = "__MAX_UNKNOWN_PERCENT__"
+MAX_TRUNCATED_PERCENT = "__MAX_TRUNCATED_PERCENT__"
+Z_CRITICAL = "__Z_CRITICAL__"
+BASELINE = "distil:class_share:baseline"  # recorded by the chart from quality.baseline.classShares
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One alerting rule on the quality series: when it fires, what it means, what to do."""
+
+    name: str
+    expr: str
+    summary: str
+    action: str
+
+
+def quality_alerts() -> tuple[Alert, ...]:
+    track = _by(TRACK_LABELS)
+    enough = f" and on ({track}) distil:texts:by_track{{{SELECTOR}}} >= {MIN_TEXTS}"
+    return (
+        Alert(
+            "DistilClassShareShift",
+            f"100 * abs(distil:class_share:by_track{{{SELECTOR}}} - on (namespace, release, label) group_left"
+            f" {BASELINE}{{{SELECTOR}}}) > {MAX_SHIFT_POINTS}{enough}",
+            "The share of label {{ $labels.label }} on track {{ $labels.track }} ({{ $labels.model_version }}) "
+            "is more than " + MAX_SHIFT_POINTS + " points from its build-time baseline.",
+            "Live traffic is predicted differently from the evaluation set: a data drift (new topics, a "
+            "new language), a biased INT8/FP16 variant, or a changed upstream. Compare the tracks' shares on "
+            "the dashboard, sample recent texts, and re-run the precision gate on them.",
+        ),
+        Alert(
+            "DistilUnknownTokens",
+            f"100 * distil:unknown_token_ratio:by_track{{{SELECTOR}}} > {MAX_UNKNOWN_PERCENT}{enough}",
+            "More than " + MAX_UNKNOWN_PERCENT + "% of the tokens on track {{ $labels.track }} are unknown ([UNK]).",
+            "The texts use characters the vocabulary lacks: a tokenizer that does not match the model after "
+            "a rebuild, traffic in another script or language, or an encoding bug upstream.",
+        ),
+        Alert(
+            "DistilTruncation",
+            f"100 * distil:truncated_ratio:by_track{{{SELECTOR}}} > {MAX_TRUNCATED_PERCENT}{enough}",
+            "More than " + MAX_TRUNCATED_PERCENT + "% of the texts on track {{ $labels.track }} are longer "
+            "than the model reads.",
+            "Texts are classified by their start only, and long inputs raise latency: check the input "
+            "length panel and whether a client now sends whole documents.",
+        ),
+    )
+
+
+def canary_class_share_query() -> str:
+    """Flagger's class-share check on the canary, in percentage points (its thresholdRange max).
+
+    The largest shift of a label's share between the canary and the stable track that a two-proportion
+    z-test finds significant (z above ``Z_CRITICAL``), else 0; and 100, a failed check, while the canary
+    has classified fewer than ``MIN_TEXTS`` texts in the quality window: no evidence, no promotion.
+    """
+    significant = (
+        f"max(abs(distil:class_share_shift:canary{{{SELECTOR}}})"
+        f" * (distil:class_share_z:canary{{{SELECTOR}}} > bool {Z_CRITICAL}))"
+    )
+    enough = f'sum(distil:predictions:by_track{{track="canary", {SELECTOR}}}) >= {MIN_TEXTS}'
+    return f"({significant} and on () ({enough})) or on () vector(100)"
+
+
 # The HPA's Pods metrics by the chart's autoscaling.metric.type (cpu is a Resource metric).
 HPA_METRICS = {"inferenceRate": "distil_inference_rate", "gpuUtilization": "distil_gpu_utilization"}
 
@@ -131,9 +315,9 @@ def rule_groups() -> dict[str, Any]:
     return {"groups": [{"name": "distil", "rules": [{"record": s.name, "expr": s.expr} for s in series()]}]}
 
 
-def fill(text: str, selector: str, window: str) -> str:
+def fill(text: str, selector: str, window: str, quality_window: str = "10m") -> str:
     """Rule text with the placeholders filled, as the chart fills them."""
-    return text.replace(SELECTOR, selector).replace(WINDOW, window)
+    return text.replace(SELECTOR, selector).replace(WINDOW, window).replace(QUALITY_WINDOW, quality_window)
 
 
 def adapter_rules() -> dict[str, Any]:
@@ -169,9 +353,19 @@ def _commented_rules() -> str:
     return "\n".join(lines) + "\n"
 
 
+def alert_rules() -> list[dict[str, Any]]:
+    """The alerting rules with their placeholders; the chart adds ``for`` and labels."""
+    return [
+        {"alert": a.name, "expr": a.expr, "annotations": {"summary": a.summary, "action": a.action}}
+        for a in quality_alerts()
+    ]
+
+
 def chart_files() -> dict[str, str]:
     """The chart's generated files, by path under the chart (``helm/distil``)."""
     return {
         "rules/recording-rules.yaml": GENERATED_HEADER + _commented_rules(),
         "rules/hpa-metrics.yaml": GENERATED_HEADER + dump(dict(HPA_METRICS)),
+        "rules/quality-alerts.yaml": GENERATED_HEADER + dump(alert_rules()),
+        "rules/canary-gates.yaml": GENERATED_HEADER + dump({"classShareShift": canary_class_share_query()}),
     }

@@ -7,11 +7,15 @@ them together. A request with an empty, blank or non-UTF-8 text (in the bytes th
 fails alone with INVALID_ARG; the other requests of the batch are answered. Truncation is not an
 error: ``TRUNCATED`` reports it.
 
+It also counts what it is fed (``quality_metrics``): texts, tokens, unknown tokens, truncated texts
+and input lengths in tokens, in buckets that match the padding buckets.
+
 Only the first ``max_text_bytes`` bytes of a text are read (cut at a character boundary), before any
 decoding or tokenization: the model reads only its first ``max_length`` tokens anyway, and a text of
 megabytes would otherwise cost its whole batch seconds of tokenizing. A text cut so is ``TRUNCATED``.
 
-This file is copied into ``<repository>/tokenizer/1/model.py``; it imports only numpy and tokenizers.
+This file is copied into ``<repository>/tokenizer/1/model.py``, beside ``distil_quality_metrics.py``; it
+imports only numpy and tokenizers.
 """
 
 from __future__ import annotations
@@ -28,6 +32,10 @@ try:
     import triton_python_backend_utils as pb_utils
 except ImportError:  # imported by unit tests and linters, outside Triton
     pb_utils = None
+try:  # in a repository: the copy beside model.py
+    import distil_quality_metrics as quality_metrics
+except ImportError:  # in the source tree
+    from distil.model_repository.backends import quality_metrics
 
 TOKENIZER_FILE = "tokenizer.json"
 
@@ -83,6 +91,8 @@ class Batch:
     input_ids: np.ndarray  # int64 [texts, longest]
     attention_mask: np.ndarray  # int64 [texts, longest]
     truncated: np.ndarray  # bool [texts]
+    lengths: np.ndarray  # int [texts]: tokens the model reads, special tokens included
+    unknown: np.ndarray  # int [texts]: unknown tokens ([UNK]) among them
 
 
 def bucket_lengths(max_length: int, buckets: Sequence[int]) -> tuple[int, ...]:
@@ -114,17 +124,75 @@ class TextTokenizer:
         self._tokenizer = Tokenizer.from_file(str(tokenizer_file))
         self._tokenizer.enable_truncation(max_length=max_length)
         self._tokenizer.enable_padding(pad_id=pad_id, pad_token=pad_token)
+        unk_token = getattr(self._tokenizer.model, "unk_token", None)
+        self.unk_id = self._tokenizer.token_to_id(unk_token) if unk_token else None
+        post_processor = self._tokenizer.post_processor
+        self.special_tokens = post_processor.num_special_tokens_to_add(False) if post_processor else 0
 
     def __call__(self, texts: Sequence[str]) -> Batch:
         encodings = self._tokenizer.encode_batch(list(texts))
         ids = np.array([e.ids for e in encodings], dtype=np.int64)
         mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        lengths = mask.sum(axis=1)
+        if self.unk_id is None:
+            unknown = np.zeros(len(encodings), dtype=np.int64)
+        elif self.unk_id == self.pad_id:
+            unknown = ((ids == self.unk_id) & (mask == 1)).sum(axis=1)
+        else:
+            unknown = (ids == self.unk_id).sum(axis=1)
         if self.buckets:
             length = bucket_for(ids.shape[1], self.buckets)
             extra = ((0, 0), (0, length - ids.shape[1]))
             ids = np.pad(ids, extra, constant_values=self.pad_id)
             mask = np.pad(mask, extra, constant_values=0)
-        return Batch(ids, mask, np.array([bool(e.overflowing) for e in encodings], dtype=np.bool_))
+        truncated = np.array([bool(e.overflowing) for e in encodings], dtype=np.bool_)
+        return Batch(ids, mask, truncated, lengths, unknown)
+
+
+def length_buckets(max_length: int, buckets: Sequence[int]) -> tuple[int, ...]:
+    """The input-length histogram's bounds: the padding buckets, or powers of two from 16, up to the maximum."""
+    if buckets:
+        return bucket_lengths(max_length, buckets)
+    return bucket_lengths(max_length, [2**k for k in range(4, 16) if 2**k < max_length])
+
+
+class InputCounts:
+    """What the tokenizer is fed, as Prometheus series (see ``quality_metrics``)."""
+
+    def __init__(
+        self, metrics: quality_metrics.QualityMetrics, length_bounds: Sequence[int], special_tokens: int
+    ) -> None:
+        self.texts = metrics.counter("distil_texts_total", "Texts tokenized.")
+        self.truncated = metrics.counter(
+            "distil_texts_truncated_total",
+            "Texts longer than the model reads (tokens or bytes), classified by their start.",
+        )
+        self.with_unknown = metrics.counter(
+            "distil_texts_with_unknown_tokens_total", "Texts with at least one token outside the vocabulary ([UNK])."
+        )
+        self.tokens = metrics.counter("distil_tokens_total", "Tokens of the texts, special tokens excluded.")
+        self.unknown = metrics.counter("distil_unknown_tokens_total", "Unknown tokens ([UNK]) of the texts.")
+        self.lengths = metrics.histogram(
+            "distil_input_tokens",
+            "Length of each text in tokens as the model reads it, special tokens included.",
+            length_bounds,
+        )
+
+        self.special_tokens = special_tokens
+        self.pending = metrics.pending(self._summarize)
+
+    def count(self, batch: Batch, truncated: np.ndarray) -> None:
+        """Keep the batch's per-text figures for the next flush (no reduction here: see ``quality_metrics``)."""
+        self.pending.add((batch.lengths, batch.unknown, truncated))
+
+    def _summarize(self, batches: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
+        lengths, unknown, truncated = (np.concatenate(part) for part in zip(*batches, strict=True))
+        self.texts.add(len(lengths))
+        self.truncated.add(int(truncated.sum()))
+        self.with_unknown.add(int(np.count_nonzero(unknown)))
+        self.tokens.add(int(lengths.sum()) - self.special_tokens * len(lengths))
+        self.unknown.add(int(unknown.sum()))
+        self.lengths.observe(lengths)
 
 
 def _parameter(config: dict[str, Any], name: str) -> str:
@@ -153,6 +221,16 @@ class TritonPythonModel:
             buckets=_buckets(config),
         )
         self.max_text_bytes = int(_parameter(config, "max_text_bytes"))
+        self.metrics = quality_metrics.QualityMetrics()
+        self.counts = InputCounts(
+            self.metrics,
+            length_buckets(self.tokenizer.max_length, self.tokenizer.buckets),
+            self.tokenizer.special_tokens,
+        )
+        self.metrics.start()
+
+    def finalize(self) -> None:
+        self.metrics.close()
 
     def execute(self, requests: list[Any]) -> list[Any]:
         responses: list[Any] = [None] * len(requests)
@@ -176,6 +254,7 @@ class TritonPythonModel:
         if texts:
             batch = self.tokenizer(texts)
             truncated = batch.truncated | np.array(cut, dtype=np.bool_)
+            self.counts.count(batch, truncated)
             for index, start, stop in spans:
                 responses[index] = pb_utils.InferenceResponse(
                     output_tensors=[

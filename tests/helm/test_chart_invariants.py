@@ -32,7 +32,7 @@ from chart_helpers import (
     triton_container,
 )
 
-from distil.monitoring.series import HPA_METRICS, fill, series
+from distil.monitoring.series import HPA_METRICS, fill, quality_alerts, series
 
 helm = pytest.importorskip("helm_python", reason=HELM_MISSING)
 
@@ -251,12 +251,25 @@ def test_notes_show_the_capacity_provenance(notes: Notes) -> None:
     assert "loadtest run 2026-11-22T05:00:00Z" in text
 
 
+def test_notes_say_whether_the_class_share_alert_has_a_baseline(notes: Notes) -> None:
+    values = deep_merge(load_values(CI_DIR / "gpu-hpa-values.yaml"), {"metrics": {"prometheusRule": {"enabled": True}}})
+    assert "no class-share baseline" in notes(values)
+    shares = {"quality": {"baseline": {"classShares": {"NEGATIVE": 0.48, "POSITIVE": 0.52}, "source": "eval, int8"}}}
+    text = notes(deep_merge(values, shares))
+    assert "NEGATIVE 0.48 POSITIVE 0.52 from eval, int8" in text and "no class-share baseline" not in text
+
+
 def test_recording_rules_are_the_generated_series_narrowed_to_the_release(render: Render) -> None:
     objects = render(deep_merge(load_values(CI_DIR / "gpu-hpa-values.yaml"), _overlay()))
     rule = one(objects, "PrometheusRule")
     assert rule["apiVersion"] == "monitoring.coreos.com/v1"
-    rules = {r["record"]: r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]}
-    assert rules == {s.name: fill(s.expr, f'namespace="{NAMESPACE}", release="{RELEASE}"', "1m") for s in series()}
+    selector = f'namespace="{NAMESPACE}", release="{RELEASE}"'
+    rules = {r["record"]: r["expr"] for g in rule["spec"]["groups"] for r in g["rules"] if "record" in r}
+    assert rules == {s.name: fill(s.expr, selector, "1m") for s in series()}
+    alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r}
+    assert set(alerts) == {a.name for a in quality_alerts()}
+    for alert in alerts.values():
+        assert "__" not in alert["expr"] and selector in alert["expr"] and alert["for"] == "15m"
     hpa_metric = one(objects, "HorizontalPodAutoscaler")["spec"]["metrics"][0]["pods"]["metric"]["name"]
     assert hpa_metric in rules
 
@@ -368,7 +381,9 @@ def test_flagger_canary_checks_latency_errors_and_traffic_on_the_recorded_series
     assert canary["spec"]["autoscalerRef"]["name"] == one(objects, "HorizontalPodAutoscaler")["metadata"]["name"]
     templates = {t["metadata"]["name"]: t["spec"]["query"] for t in of_kind(objects, "MetricTemplate")}
     refs = {m["name"]: m["templateRef"]["name"] for m in canary["spec"]["analysis"]["metrics"]}
-    assert set(refs) == {"p99-latency", "error-rate", "request-rate"} and set(refs.values()) == set(templates)
+    assert set(refs) == {"p99-latency", "error-rate", "request-rate", "class-share-shift"}
+    assert set(refs.values()) == set(templates)
+    assert "__" not in templates[refs["class-share-shift"]]
     assert 'quantile="0.99"' in templates[refs["p99-latency"]]
     recorded = {s.name for s in series()}
     for query in templates.values():

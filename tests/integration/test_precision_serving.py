@@ -8,12 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from distil.build import text_data
 from distil.build.variants import Precision, PrecisionConfig
 from distil.model_repository.client import Classifier, Protocol
 from distil.model_repository.server import TritonServer
 from tests.conftest import Reference, build_repository, start_server
+from tests.integration.prometheus_harness import render
 
 pytestmark = pytest.mark.integration
 
@@ -88,3 +90,28 @@ def test_fp32_variant_is_served_beside_it_and_agrees_on_labels(
     with Classifier(int8_server.config.http_url) as client:
         int8_labels = [p.label for p in client.classify(TEXTS)]
     assert int8_labels == [p.label for p in served]
+
+
+def test_the_quality_baseline_holds_the_served_variants_class_shares_and_the_chart_takes_it(
+    int8_repository: Path,
+) -> None:
+    from distil.monitoring import baseline
+
+    report = json.loads((int8_repository / "precision_report.json").read_text())
+    served = next(v for v in report["variants"] if v["kept"] and v["precision"] == "int8")
+    values = yaml.safe_load((int8_repository / baseline.FILE).read_text())
+    shares = values["quality"]["baseline"]["classShares"]
+    assert list(shares) == report["labels"]
+    assert list(shares.values()) == pytest.approx(served["agreement"]["class_shares"], abs=1e-6)
+    assert sum(shares.values()) == pytest.approx(1.0, abs=1e-5)
+    assert "int8" in values["quality"]["baseline"]["source"]
+    # The chart's schema takes the file as written, and records one baseline series per label.
+    rule = next(
+        o
+        for o in render(int8_repository / baseline.FILE, metrics={"prometheusRule": {"enabled": True}})
+        if o["kind"] == "PrometheusRule"
+    )
+    [group] = [g for g in rule["spec"]["groups"] if g["name"].startswith("distil-baseline")]
+    assert {r["labels"]["label"]: r["expr"] for r in group["rules"]} == {
+        label: f"vector({share})" for label, share in shares.items()
+    }
