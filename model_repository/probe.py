@@ -25,6 +25,9 @@ import urllib.request
 # Triton's messages when its dynamic batcher's queue policy rejects a request (REJECT action).
 OVERLOAD_MESSAGES = ("Exceeds maximum queue size", "Request timeout expired")
 PROBE_TEXT = "probe"
+# An inference request parameter the ensemble passes to every step: the stages leave a request that
+# carries it out of the model-quality counts (backends/quality_metrics.py), so probes are not traffic.
+PROBE_PARAMETER = "distil_probe"
 
 
 def probe(host: str, port: int, model: str, timeout_s: float) -> tuple[bool, str]:
@@ -33,6 +36,7 @@ def probe(host: str, port: int, model: str, timeout_s: float) -> tuple[bool, str
         {
             "inputs": [{"name": "TEXT", "shape": [1, 1], "datatype": "BYTES", "data": [PROBE_TEXT]}],
             "outputs": [{"name": "LABEL"}],
+            "parameters": {PROBE_PARAMETER: True},
         }
     ).encode()
     request = urllib.request.Request(

@@ -57,6 +57,9 @@ class PredictionCounts:
         self.confidence = metrics.histogram(
             "distil_prediction_confidence", "Probability of the top label of each text.", CONFIDENCE_BOUNDS
         )
+        self.nonfinite = metrics.counter(
+            "distil_predictions_nonfinite_total", "Texts whose logits were not finite (NaN/inf): counted nowhere else."
+        )
 
         self.pending = metrics.pending(self._summarize)
 
@@ -66,6 +69,10 @@ class PredictionCounts:
 
     def _summarize(self, batches: list[np.ndarray]) -> None:
         probabilities = np.concatenate(batches)
+        finite = np.isfinite(probabilities).all(axis=-1)
+        if not finite.all():
+            self.nonfinite.add(int((~finite).sum()))
+            probabilities = probabilities[finite]
         top = np.bincount(probabilities.argmax(axis=-1), minlength=len(self.per_label))
         for counter, number in zip(self.per_label, top, strict=True):
             if number:
@@ -92,7 +99,13 @@ class TritonPythonModel:
         all_logits = np.concatenate(logits).astype(np.float32, copy=False)
         probabilities = softmax(all_logits)
         labels = label_names(probabilities, self.labels)
-        self.counts.count(probabilities)
+        probes = [i for i, request in enumerate(requests) if quality_metrics.is_probe(request)]
+        if probes:
+            sizes = np.array([values.shape[0] for values in logits])
+            keep = np.repeat(~np.isin(np.arange(len(requests)), probes), sizes)
+            self.counts.count(probabilities[keep])
+        else:
+            self.counts.count(probabilities)
         responses = []
         start = 0
         for values, flags in zip(logits, truncated, strict=True):

@@ -9,14 +9,18 @@ Cost: each call of a ``pb_utils`` metric is an IPC round trip from the stub to t
 each, so neither happens per request. ``execute`` only keeps a reference to arrays it has anyway
 (:class:`Pending`); once every ``FLUSH_INTERVAL_S`` seconds a thread concatenates what the batches
 of that second left, reduces it in one pass, and adds the counts to Triton's metrics, one call per
-series that changed; ``finalize`` adds the rest. A stub that dies loses at most its last second.
+series that changed. A stub that dies, or a model unloaded, loses at most its last second.
 
 A histogram here is made of counters (``<name>_bucket{le}``, ``<name>_sum``, ``<name>_count``), the
 series a Prometheus histogram has and ``histogram_quantile`` reads: Triton's own HISTOGRAM kind takes
 one observation per call, which would be one IPC per text.
 
 Every series exists from the model's start, at 0, so the rules read 0 rather than nothing while idle.
-Several instances of a model (``instance_count``) add to the same series.
+Each stub process owns its series (label ``stub``, its process id): instances of one model, and a
+stub replaced by a reload, never share a counter, and the rules sum them.
+
+A request carrying the inference parameter ``distil_probe`` (the health probe's, ``probe.py``) is
+left out of every count: probes are not traffic.
 
 This file is copied beside ``model.py`` of ``tokenizer`` and ``postprocess`` as
 ``distil_quality_metrics.py``; it imports only numpy.
@@ -24,6 +28,7 @@ This file is copied beside ``model.py`` of ``tokenizer`` and ``postprocess`` as
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -38,6 +43,13 @@ except ImportError:  # imported by unit tests and linters, outside Triton
 
 FLUSH_INTERVAL_S = 1.0
 COPIED_AS = "distil_quality_metrics.py"
+PROBE_PARAMETER = "distil_probe"  # the same as model_repository/probe.py's (a unit test checks)
+MAX_PENDING_BATCHES = 100_000  # if flushing ever stops, counts are dropped rather than memory grown
+
+
+def is_probe(request: Any) -> bool:
+    """Whether an inference request is the health probe's (it carries ``PROBE_PARAMETER``)."""
+    return f'"{PROBE_PARAMETER}"' in request.parameters()
 
 
 class Metric(Protocol):
@@ -75,7 +87,8 @@ class Pending:
 
     def add(self, item: Any) -> None:
         with self._lock:
-            self._items.append(item)
+            if len(self._items) < MAX_PENDING_BATCHES:
+                self._items.append(item)
 
     def summarize(self) -> None:
         with self._lock:
@@ -116,6 +129,7 @@ _FAMILIES: dict[str, Any] = {}  # a family lives as long as its Python object: k
 
 def _triton_metric(name: str, description: str, labels: dict[str, str]) -> Metric:
     family = _FAMILIES.get(name)
+    labels = {**labels, "stub": str(os.getpid())}
     if family is None:
         family = pb_utils.MetricFamily(name=name, description=description, kind=pb_utils.MetricFamily.COUNTER)
         _FAMILIES[name] = family
@@ -172,9 +186,7 @@ class QualityMetrics:
                 try:
                     metric.increment(value)
                 except Exception as exc:  # metrics must never fail inference; say so once in Triton's log
-                    if not self._failed:
-                        self._failed = True
-                        sys.stderr.write(f"distil quality metrics: cannot update a metric ({exc}); counts are lost\n")
+                    self._warn(f"cannot update a metric ({exc}); counts are lost")
 
     def close(self) -> None:
         self._stop.set()
@@ -184,4 +196,12 @@ class QualityMetrics:
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval_s):
-            self.flush()
+            try:
+                self.flush()
+            except Exception as exc:  # the thread must outlive one bad flush, or counts stop silently
+                self._warn(f"a flush failed ({exc!r}); its counts are lost")
+
+    def _warn(self, message: str) -> None:
+        if not self._failed:
+            self._failed = True
+            sys.stderr.write(f"distil quality metrics: {message}\n")

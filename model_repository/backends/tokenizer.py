@@ -181,9 +181,16 @@ class InputCounts:
         self.special_tokens = special_tokens
         self.pending = metrics.pending(self._summarize)
 
-    def count(self, batch: Batch, truncated: np.ndarray) -> None:
-        """Keep the batch's per-text figures for the next flush (no reduction here: see ``quality_metrics``)."""
-        self.pending.add((batch.lengths, batch.unknown, truncated))
+    def count(self, batch: Batch, truncated: np.ndarray, probes: Sequence[tuple[int, int]] = ()) -> None:
+        """Keep the batch's per-text figures for the next flush (no reduction here: see ``quality_metrics``),
+        all but the texts in ``probes`` (start, stop)."""
+        figures = (batch.lengths, batch.unknown, truncated)
+        if probes:
+            keep = np.ones(len(truncated), dtype=np.bool_)
+            for start, stop in probes:
+                keep[start:stop] = False
+            figures = (batch.lengths[keep], batch.unknown[keep], truncated[keep])
+        self.pending.add(figures)
 
     def _summarize(self, batches: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
         lengths, unknown, truncated = (np.concatenate(part) for part in zip(*batches, strict=True))
@@ -236,6 +243,7 @@ class TritonPythonModel:
         responses: list[Any] = [None] * len(requests)
         texts: list[str] = []
         cut: list[bool] = []
+        probes: list[tuple[int, int]] = []  # spans of texts left out of the quality counts
         spans: list[tuple[int, int, int]] = []
         for index, request in enumerate(requests):
             try:
@@ -248,13 +256,15 @@ class TritonPythonModel:
                 )
                 continue
             spans.append((index, len(texts), len(texts) + len(decoded.texts)))
+            if quality_metrics.is_probe(request):
+                probes.append(spans[-1][1:])
             texts.extend(decoded.texts)
             cut.extend(decoded.cut)
 
         if texts:
             batch = self.tokenizer(texts)
             truncated = batch.truncated | np.array(cut, dtype=np.bool_)
-            self.counts.count(batch, truncated)
+            self.counts.count(batch, truncated, probes)
             for index, start, stop in spans:
                 responses[index] = pb_utils.InferenceResponse(
                     output_tensors=[

@@ -598,3 +598,19 @@ def test_rendered_rules_pass_promtool(render: Render, scenario: str, tmp_path: P
     rules.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
     check = subprocess.run([promtool, "check", "rules", str(rules)], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+@pytest.mark.parametrize(
+    ("scenario", "dropped"),
+    [
+        ("gpu-hpa-values.yaml", {"quality": None}),
+        ("flagger-values.yaml", {"canary": {"flagger": {"classShareZ": None}}}),
+    ],
+)
+def test_values_kept_from_a_chart_before_the_quality_signals_are_refused_with_what_to_do(
+    chart: Any, scenario: str, dropped: dict[str, Any]
+) -> None:
+    """`helm upgrade --reuse-values` keeps a release's old values, without the keys added since."""
+    values = deep_merge(load_values(CI_DIR / scenario), {"metrics": {"prometheusRule": {"enabled": True}}, **dropped})
+    with pytest.raises(Exception, match="reset-then-reuse-values"):
+        chart.render(values, name="distil")

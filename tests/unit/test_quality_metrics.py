@@ -133,3 +133,27 @@ def test_a_failing_metric_call_never_fails_the_model() -> None:
     metrics = QualityMetrics(broken)
     metrics.counter("c_total", "c").add(1)
     metrics.flush()  # no exception
+
+
+def test_the_stages_know_the_probes_parameter_by_the_probes_own_name() -> None:
+    from distil.model_repository import probe
+    from distil.model_repository.backends import quality_metrics
+
+    assert quality_metrics.PROBE_PARAMETER == probe.PROBE_PARAMETER
+
+
+def test_probe_texts_are_left_out_and_nonfinite_rows_counted_apart(tokenizer_dir: Path) -> None:
+    tokenizer = TextTokenizer(tokenizer_dir / "tokenizer.json", max_length=16, pad_id=0, pad_token="[PAD]")
+    recorded = Recorded()
+    metrics = QualityMetrics(recorded.factory)
+    inputs = InputCounts(metrics, length_buckets(16, ()), tokenizer.special_tokens)
+    predictions = PredictionCounts(metrics, ["NEGATIVE", "POSITIVE"])
+    batch = tokenizer(["good", "probe", "good 漢字"])
+    inputs.count(batch, batch.truncated, probes=[(1, 2)])
+    predictions.count(np.array([[0.2, 0.8], [np.nan, np.nan], [0.6, 0.4]], dtype=np.float32))
+    metrics.flush()
+    assert recorded.get("distil_texts_total") == 2 and recorded.get("distil_texts_with_unknown_tokens_total") == 1
+    assert recorded.get("distil_predictions_nonfinite_total") == 1
+    assert recorded.get("distil_predictions_total", label="POSITIVE") == 1
+    assert recorded.get("distil_predictions_total", label="NEGATIVE") == 1
+    assert recorded.get("distil_prediction_confidence_sum") == pytest.approx(1.4)
