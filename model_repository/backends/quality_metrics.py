@@ -48,8 +48,11 @@ MAX_PENDING_BATCHES = 100_000  # if flushing ever stops, counts are dropped rath
 
 
 def is_probe(request: Any) -> bool:
-    """Whether an inference request is the health probe's (it carries ``PROBE_PARAMETER``)."""
-    return f'"{PROBE_PARAMETER}"' in request.parameters()
+    """Whether an inference request is the health probe's (it carries the key ``PROBE_PARAMETER``).
+
+    Triton gives the parameters as compact JSON: a key is followed by ``":``, while a string value that
+    contains the name and a quote has the quote escaped, so no value is mistaken for the key."""
+    return f'"{PROBE_PARAMETER}":' in request.parameters()
 
 
 class Metric(Protocol):

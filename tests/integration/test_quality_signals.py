@@ -27,6 +27,7 @@ import tritonclient.http as httpclient
 from onnx import numpy_helper
 
 from distil.model_repository import integrity
+from distil.model_repository.backends.postprocess import softmax
 from distil.model_repository.probe import probe
 from distil.model_repository.server import ServerConfig, TritonServer
 from tests.conftest import Reference
@@ -114,9 +115,7 @@ def _traffic(reference: Reference) -> Traffic:
     unk = tokenizer.unk_token_id
     unknown = np.array([sum(t == unk for t in ids) for ids in read])
     lengths = np.array([len(ids) for ids in read])
-    logits = reference.logits(texts)
-    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
-    probabilities = exp / exp.sum(axis=1, keepdims=True)
+    probabilities = softmax(reference.logits(texts))
     return Traffic(
         texts=texts,
         positive_share=len(pools["POSITIVE"]) / TEXTS,

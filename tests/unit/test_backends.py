@@ -67,13 +67,6 @@ def test_invalid_utf8_inside_the_cap_is_still_rejected_and_bytes_past_it_are_not
     assert decode_texts(_texts(b"ok" + b"\xff" * 10), 2).texts == ["ok"]
 
 
-@pytest.fixture(scope="module")
-def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from distil.build.tiny import make_tiny_checkpoint
-
-    return make_tiny_checkpoint(tmp_path_factory.mktemp("tiny"))
-
-
 def test_one_batch_call_matches_transformers_and_pads_to_the_longest_not_the_maximum(tokenizer_dir: Path) -> None:
     from transformers import AutoTokenizer
 

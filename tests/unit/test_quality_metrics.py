@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from distil.model_repository.backends.postprocess import PredictionCounts
-from distil.model_repository.backends.quality_metrics import QualityMetrics
+from distil.model_repository.backends.quality_metrics import QualityMetrics, is_probe
 from distil.model_repository.backends.tokenizer import InputCounts, TextTokenizer, length_buckets
 
 
@@ -42,13 +42,6 @@ class Recorded:
             with self.owner.lock:
                 self.owner.values[self.key] += value
                 self.owner.calls += 1
-
-
-@pytest.fixture(scope="module")
-def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from distil.build.tiny import make_tiny_checkpoint
-
-    return make_tiny_checkpoint(tmp_path_factory.mktemp("tiny"))
 
 
 def test_histogram_buckets_are_cumulative_with_sum_and_count() -> None:
@@ -140,6 +133,27 @@ def test_the_stages_know_the_probes_parameter_by_the_probes_own_name() -> None:
     from distil.model_repository.backends import quality_metrics
 
     assert quality_metrics.PROBE_PARAMETER == probe.PROBE_PARAMETER
+
+
+class _Request:
+    def __init__(self, parameters: str) -> None:
+        self._parameters = parameters
+
+    def parameters(self) -> str:
+        return self._parameters
+
+
+@pytest.mark.parametrize(
+    ("parameters", "probe"),
+    [
+        ('{"distil_probe":true}', True),  # as Triton 2.51 hands the probe's request to each step
+        ("{}", False),
+        ('{"note":"distil_probe"}', False),  # the name as a value hides nothing
+        ('{"note":"distil_probe\\":x"}', False),  # nor a value that imitates a key
+    ],
+)
+def test_only_the_probes_parameter_key_marks_a_probe(parameters: str, probe: bool) -> None:
+    assert is_probe(_Request(parameters)) is probe
 
 
 def test_probe_texts_are_left_out_and_nonfinite_rows_counted_apart(tokenizer_dir: Path) -> None:
