@@ -273,7 +273,9 @@ if os.environ.get(PLAN_ENV):
             bound_reached = RECORDER.total_sent >= LIMITS["max_requests"]
             index = next((k for k, end in enumerate(self.ends) if run_time < end), None)
             if self.master is not None:
-                bound_reached = bool(BOUND)  # a worker reached its share: the others are at theirs too
+                # Every worker still with us has sent its share (one that reached it first waits for the rest).
+                live = {worker for worker in self.workers if worker not in LOST}
+                bound_reached = bool(live) and live <= BOUND
             if index is None or bound_reached or self.finishing:
                 self._finish()
                 return None

@@ -57,10 +57,13 @@ class Chart:
 
 @pytest.fixture(scope="module")
 def chart() -> Chart:
-    short = {"metrics": {"prometheusRule": {"rateWindow": f"{WINDOW_S}s"}}}
+    # Short windows: the rate window fits the traffic, and the quality window (10m by default) has
+    # emptied by the idle check, so the canary's class-share gate is read without evidence.
+    short = {"metrics": {"prometheusRule": {"rateWindow": f"{WINDOW_S}s"}}, "quality": {"window": "30s"}}
     # A baseline, so the dashboard's baseline query has a series to read.
-    baseline = {"quality": {"baseline": {"classShares": {"NEGATIVE": 0.5, "POSITIVE": 0.5}}}}
-    objects = render(CI_DIR / "canary-values.yaml", FIXTURES / "capacity-overlay.yaml", **short, **baseline)
+    baseline = {"baseline": {"classShares": {"NEGATIVE": 0.5, "POSITIVE": 0.5}}}
+    quality = {"quality": {**short["quality"], **baseline}}
+    objects = render(CI_DIR / "canary-values.yaml", FIXTURES / "capacity-overlay.yaml", **short | quality)
     [rule] = kind(objects, "PrometheusRule")
     [hpa] = [h for h in kind(objects, "HorizontalPodAutoscaler") if h["metadata"]["name"] == RELEASE]
     triton = kind(objects, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
