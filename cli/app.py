@@ -24,6 +24,7 @@ app.add_typer(loadtest_cmd.app, name="loadtest")
 app.command("capacity")(loadtest_cmd.capacity)
 app.command("bench")(bench_cmd.bench)
 app.command("tune")(bench_cmd.tune)
+app.command("overhead")(bench_cmd.overhead)
 
 
 def _version(value: bool) -> None:

@@ -196,3 +196,64 @@ def tune(
                 f"(was {accepted_before}); pass --max-batch-sizes with larger values if clients send bigger batches.",
                 highlight=False,
             )
+
+
+@reports_errors
+def overhead(
+    repositories: list[Path] = typer.Argument(
+        ..., help="CPU repositories written by build-engines (several: compared side by side, rounds interleaved)."
+    ),
+    protocols: str = typer.Option("http-binary,grpc", help="Protocols: http (JSON tensors), http-binary, grpc."),
+    rounds: int = typer.Option(3, help="Rounds; each measures every repository on every protocol once."),
+    concurrency: int = typer.Option(16, help="perf_analyzer's concurrency (keep the server saturated)."),
+    duration: float = typer.Option(12.0, help="Seconds per run."),
+) -> None:
+    """CPU per request of each served process at saturation, and the sum outside the model (the GPU node's CPU bill)."""
+    from distil.loadtest.bench.cpu_time import CLIENT
+    from distil.loadtest.bench.overhead import MODEL_ROLE, run_overhead
+    from distil.loadtest.drive.perf_analyzer import require_perf_analyzer
+    from distil.loadtest.drive.protocol import Transport
+
+    try:
+        transports = [Transport(p.strip()) for p in protocols.split(",") if p.strip()]
+    except ValueError:
+        raise ConfigError(f"--protocols takes http, http-binary and grpc, got {protocols!r}.") from None
+    if rounds < 1 or concurrency < 1 or duration < 2:
+        raise ConfigError("--rounds and --concurrency must be at least 1, --duration at least 2 s.")
+    for repository in repositories:
+        if not (repository / "distilbert").is_dir():
+            raise ConfigError(f"{repository} is not a repository written by build-engines (no distilbert/).")
+    tool = require_perf_analyzer()
+    runs = run_overhead(
+        repositories,
+        transports,
+        tool,
+        rounds,
+        concurrency,
+        duration,
+        progress=lambda run: err.print(
+            f"  {run.repository} {run.transport.value}: {run.requests_per_s:.0f} req/s, "
+            f"outside the model {run.outside_model_ms:.3f} ms/request",
+            highlight=False,
+        ),
+    )
+    roles = sorted({role for run in runs for role in run.cpu_ms if role != CLIENT})
+    out.print("CPU ms per request at saturation, by server process; perf_analyzer drives", highlight=False)
+    short = {"tritonserver": "server", "tokenizer": "tok", "postprocess": "post", MODEL_ROLE: "model"}
+    header = ["repository", "protocol", "req/s", *(short.get(role, role) for role in roles), "outside", "rps/core"]
+    rows = [
+        [
+            Path(run.repository).name,
+            run.transport.value,
+            f"{run.requests_per_s:.0f}",
+            *(f"{run.cpu_ms.get(role, 0.0):.3f}" for role in roles),
+            f"{run.outside_model_ms:.3f}",
+            f"{run.requests_per_core_s:.0f}",
+        ]
+        for run in runs
+    ]
+    widths = [max(len(row[k]) for row in [header, *rows]) for k in range(len(header))]
+    for row in [header, *rows]:
+        out.print("  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)), highlight=False)
+    out.print(f"model: the {MODEL_ROLE} stub (ONNX Runtime); outside: every other server process", highlight=False)
+    out.print("rps/core: requests/s one core serves outside the model (1000 / outside)", highlight=False)

@@ -170,7 +170,6 @@ def server_environment() -> dict[str, str]:
     # The stub embeds Python; these make it see the same interpreter and site-packages as we do.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p and Path(p).is_dir())
-    env.setdefault("TOKENIZERS_PARALLELISM", "true")
     return env
 
 

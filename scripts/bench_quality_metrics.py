@@ -4,9 +4,9 @@
    reductions under a lock), timed at batch sizes 1, 8 and 64, against a sink that records nothing.
 2. Served, side by side: REPOSITORY as written (with the metrics) and a copy whose tokenizer and
    postprocess are the sources at git revision BEFORE (without them), each served alone by a real
-   tritonserver and driven by perf_analyzer (HTTP, closed loop) at saturation; rounds alternate
-   between the two. Per round: requests/s as Triton counted them, and CPU per request of each
-   process of the server (tritonserver and every stub) from /proc.
+   tritonserver and driven by perf_analyzer at saturation (HTTP, binary tensors: ``distil overhead``'s
+   measurement); rounds alternate between the two. Per round: requests/s as Triton counted them,
+   and CPU per request of each process of the server (tritonserver and every stub) from /proc.
 
     .venv/bin/python scripts/bench_quality_metrics.py REPOSITORY --before REV [--rounds 3]
 
@@ -17,19 +17,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
 import subprocess
-import sys
 import tempfile
-import time
 import timeit
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 
+from distil.loadtest.bench.overhead import measure
 from distil.loadtest.drive.perf_analyzer import PerfAnalyzer, require_perf_analyzer
+from distil.loadtest.drive.protocol import Transport
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,38 +87,10 @@ def without_metrics(repository: Path, revision: str, work: Path) -> Path:
     return copy
 
 
-def _successes(metrics_url: str) -> float:
-    text = urllib.request.urlopen(f"http://{metrics_url}/metrics", timeout=5).read().decode()
-    match = re.search(r'^nv_inference_request_success\{model="distilbert",version="1"\} (\S+)$', text, re.M)
-    assert match, "no distilbert success counter"
-    return float(match.group(1))
-
-
-def served(repository: Path, tool: PerfAnalyzer, data: Path, concurrency: int, seconds: float) -> dict[str, float]:
-    from distil.loadtest.bench.cpu_time import CpuMeter
-    from distil.model_repository import access
-    from distil.model_repository.server import ServerConfig, TritonServer
-
-    with TritonServer(ServerConfig.on_free_ports(repository, ready_timeout_s=180)) as server:
-        metrics_url = f"{server.config.host}:{server.config.metrics_port}"
-        command = [
-            str(tool.binary), "-m", "distilbert", "-u", server.config.http_url, "-i", "http",
-            "--concurrency-range", f"{concurrency}:{concurrency}", "--input-data", str(data), "--shape", "TEXT:1",
-            "-H", f"{access.KEY_HEADER}:{server.config.admin_key}",  # perf_analyzer reads the model's config
-            "--stability-percentage", "1000", "--max-trials", "3",
-            "--measurement-interval", str(int(seconds * 1000 / 3)),
-        ]  # fmt: skip
-        warm = [*command[:-2], "--measurement-interval", "700"]
-        subprocess.run(warm, capture_output=True, env=tool.env(), check=False)
-        before, start = _successes(metrics_url), time.perf_counter()
-        with CpuMeter([(server.pid or 0, None)]) as meter:
-            done = subprocess.run(command, capture_output=True, text=True, env=tool.env(), check=False)
-        wall, requests = time.perf_counter() - start, _successes(metrics_url) - before
-        if done.returncode != 0:
-            sys.exit(f"perf_analyzer failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")
-    row = {"req/s": requests / wall}
-    row.update(meter.use.per_request_ms(int(requests)))
-    return row
+def served(repository: Path, tool: PerfAnalyzer, concurrency: int, seconds: float, work: Path) -> dict[str, float]:
+    """One saturated HTTP run (binary tensors, texts from the built-in corpus), as ``distil overhead`` measures."""
+    run = measure(repository, Transport.http_binary, tool, concurrency, seconds, work)
+    return {"req/s": run.requests_per_s, **run.cpu_ms}
 
 
 def main() -> int:
@@ -136,14 +106,11 @@ def main() -> int:
     tool = require_perf_analyzer()
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
-        data = work / "data.json"
-        texts = [f"review {i}: a moving story, well acted, though the ending drags" for i in range(64)]
-        data.write_text(json.dumps({"data": [{"TEXT": {"content": [t], "shape": [1]}} for t in texts]}))
         layouts = {"with metrics": args.repository, "without": without_metrics(args.repository, args.before, work)}
         rows = []
         for round_number in range(args.rounds):
             for name, repository in layouts.items():
-                row = served(repository, tool, data, args.concurrency, args.seconds)
+                row = served(repository, tool, args.concurrency, args.seconds, work)
                 rows.append((round_number, name, row))
                 print(f"round {round_number} {name}: " + json.dumps({k: round(v, 4) for k, v in row.items()}))
     roles = ["req/s", "tritonserver", "tokenizer", "classifier", "postprocess", "client"]

@@ -21,6 +21,7 @@ imports only numpy and tokenizers.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -218,6 +219,10 @@ class TritonPythonModel:
     """The Triton entry points."""
 
     def initialize(self, args: dict[str, str]) -> None:
+        # One thread per batch: the Rust tokenizer's thread pool spends a third more CPU per text on
+        # batches this size (docs/benchmarks.md, "The serving path outside the model"); more
+        # throughput comes from more instances of this model, each a process of its own.
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
         config = json.loads(args["model_config"])
         version_dir = Path(args["model_repository"]) / args["model_version"]
         self.tokenizer = TextTokenizer(

@@ -1,0 +1,108 @@
+"""Where the served path's CPU outside the model goes: the shipped ensemble beside two layouts it could take.
+
+    .venv/bin/python scripts/bench_serving_layouts.py REPOSITORY [--rounds 2] [--seconds 10]
+
+REPOSITORY is a CPU repository written by ``distil build-engines``. Three repositories are served in
+turn, each driven by perf_analyzer at saturation (``distil overhead``'s measurement), HTTP (binary
+tensors) and gRPC, rounds interleaved:
+
+- ``ensemble``: REPOSITORY as written (tokenizer → classifier → postprocess, three Python-backend stubs);
+- ``fused``: a prototype (scripts/layouts/fused_model.py) where ``distilbert`` is one Python-backend
+  model doing the same three stages in one stub, on the same code (the backends' files copied beside
+  it). Its stub times ONNX Runtime's session on its own thread (``time.thread_time``, one intra-op
+  thread) and writes the model's CPU per text when the server stops: that is subtracted from the
+  stub's CPU to give "outside the model". The figure averages warm-up and the run alike.
+- ``floor``: ``distilbert`` as a Python-backend model that answers every request with fixed outputs
+  (scripts/layouts/echo_model.py): what Triton 2.51 and one Python stub cost per request, with no work.
+
+Prototypes are measured, never shipped. Figures are this machine's; nothing here is a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+from distil.loadtest.bench.overhead import OverheadRun, measure
+from distil.loadtest.drive.perf_analyzer import require_perf_analyzer
+from distil.loadtest.drive.protocol import Transport
+from distil.model_repository import integrity
+
+LAYOUTS = Path(__file__).resolve().parent / "layouts"
+STAGES = ("tokenizer", "classifier", "postprocess")
+
+
+def single_model(repository: Path, out: Path, model_py: Path) -> Path:
+    """A copy of ``repository`` whose ``distilbert`` is one Python-backend model running ``model_py``."""
+    shutil.copytree(repository, out)
+    version = out / "distilbert" / "1"
+    version.mkdir(exist_ok=True)
+    for stage, module in zip(STAGES, ("dtok", "dclf", "dpost"), strict=True):
+        shutil.copy(repository / stage / "1" / "model.py", version / f"{module}.py")
+    shutil.copy(repository / "tokenizer" / "1" / "distil_quality_metrics.py", version)
+    shutil.copy(repository / "tokenizer" / "1" / "tokenizer.json", version)
+    shutil.copy(repository / "classifier" / "1" / "model.onnx", version)
+    shutil.copy(model_py, version / "model.py")
+    postprocess = (repository / "postprocess" / "config.pbtxt").read_text()
+    labels = re.search(r'key: "labels"\s*value \{\s*string_value: (".*")', postprocess)
+    assert labels, "no labels parameter in postprocess/config.pbtxt"
+    (version / "labels.json").write_text(json.loads(labels.group(1)))
+    ensemble = (repository / "distilbert" / "config.pbtxt").read_text()
+    head = ensemble.split("ensemble_scheduling")[0].replace('platform: "ensemble"', 'backend: "python"')
+    batching = "instance_group { count: 1 kind: KIND_CPU }\ndynamic_batching { max_queue_delay_microseconds: 500 }\n"
+    (out / "distilbert" / "config.pbtxt").write_text(head + batching)
+    for stage in STAGES:
+        shutil.rmtree(out / stage)
+    integrity.rewrite_manifest(out)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("repository", type=Path)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--concurrency", type=int, default=16)
+    args = parser.parse_args()
+    tool = require_perf_analyzer()
+    with tempfile.TemporaryDirectory(prefix="distil-layouts-") as scratch:
+        work = Path(scratch)
+        report = work / "fused-report.json"
+        os.environ["FUSED_REPORT"] = str(report)  # the server's stubs inherit it
+        layouts = {
+            "ensemble": args.repository,
+            "fused": single_model(args.repository, work / "fused", LAYOUTS / "fused_model.py"),
+            "floor": single_model(args.repository, work / "floor", LAYOUTS / "echo_model.py"),
+        }
+        rows: list[tuple[str, OverheadRun, float]] = []
+        for _ in range(args.rounds):
+            for transport in (Transport.http_binary, Transport.grpc):
+                for name, repository in layouts.items():
+                    report.unlink(missing_ok=True)
+                    run = measure(repository, transport, tool, args.concurrency, args.seconds, work)
+                    outside = run.outside_model_ms
+                    if name == "fused":
+                        model = json.loads(report.read_text())
+                        outside -= 1000.0 * model["model_cpu_s"] / model["texts"]
+                    rows.append((name, run, outside))
+                    print(f"{name} {transport.value}: " + json.dumps({k: round(v, 3) for k, v in run.cpu_ms.items()}))
+    print(f"\nCPU ms per request, perf_analyzer c={args.concurrency}, {args.seconds:g} s per run")
+    print(f"{'layout':<9} {'protocol':<12} {'req/s':>6} {'server':>7} {'stubs':>7} {'model':>7} {'outside':>8}")
+    for name, run, outside in rows:
+        server = run.cpu_ms.get("tritonserver", 0.0)
+        stubs = sum(ms for role, ms in run.cpu_ms.items() if role not in ("tritonserver", "client"))
+        model = server + stubs - outside
+        print(
+            f"{name:<9} {run.transport.value:<12} {run.requests_per_s:>6.0f} {server:>7.3f} {stubs:>7.3f}"
+            f" {model:>7.3f} {outside:>8.3f}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
