@@ -30,6 +30,7 @@ from typing import Any
 
 from distil import machine
 from distil.errors import ConfigError
+from distil.loadtest.analysis.capacity import CapacityCriteria, judge_step
 from distil.loadtest.bench.config import RepositoryInfo
 from distil.loadtest.bench.measure import closed_loop
 from distil.loadtest.drive.corpus import TextSampler, read_corpus
@@ -149,6 +150,10 @@ class Trial:
     errors: int
     meets_slo: bool
 
+    def latency_ms(self, percentile: str) -> float | None:
+        """The trial's latency at the SLO's percentile (p95 or p99)."""
+        return self.p95_ms if percentile == Percentile.P95.value else self.p99_ms
+
 
 @dataclass(frozen=True)
 class TuneResult:
@@ -229,12 +234,13 @@ def apply_point(repository: Path, classifier: str, point: TunePoint) -> list[Pat
 # -------------------------------------------------------------------------------------------- search
 
 
-def _score(trial: Trial) -> tuple[int, float]:
-    """Higher is better: meeting the SLO first, then throughput; while nothing meets it, lower latency."""
+def _score(trial: Trial, percentile: str) -> tuple[int, float]:
+    """Higher is better: meeting the SLO first, then throughput; while nothing meets it, lower latency at
+    the SLO's percentile."""
     if trial.meets_slo:
         return (1, trial.rps)
-    latency = trial.p99_ms if trial.p99_ms is not None else float("inf")
-    return (0, -latency)
+    latency = trial.latency_ms(percentile)
+    return (0, -(latency if latency is not None else float("inf")))
 
 
 class _Tuner:
@@ -248,6 +254,11 @@ class _Tuner:
         shutil.copytree(config.repository, self.copy)
         self.trials: list[Trial] = []
         self.cache: dict[TunePoint, Trial] = {}
+        # The capacity analysis' own rule, with no error allowed: a point that fails requests is not a setting.
+        self.criteria = CapacityCriteria(config.slo_ms, config.percentile, error_budget=0.0)
+
+    def score(self, trial: Trial) -> tuple[int, float]:
+        return _score(trial, self.config.percentile.value)
 
     def measure(self, point: TunePoint, stage: str, duration_s: float) -> Trial:
         apply_point(self.copy, self.classifier, point)
@@ -264,8 +275,8 @@ class _Tuner:
             finally:
                 for requester in requesters:
                     requester.close()
-        latency = step.latency.get(self.config.percentile)
-        errors = sum(step.errors.values())
+        verdict = judge_step(step, self.criteria)
+        latency, errors = verdict.latency_ms, sum(step.errors.values())
         trial = Trial(
             index=len(self.trials),
             stage=stage,
@@ -275,13 +286,13 @@ class _Tuner:
             p95_ms=step.latency.p95_ms,
             p99_ms=step.latency.p99_ms,
             errors=errors,
-            meets_slo=latency is not None and latency <= self.config.slo_ms and errors == 0,
+            meets_slo=verdict.qualifies,
         )
         self.trials.append(trial)
-        verdict = "meets" if trial.meets_slo else "misses"
         self.progress(
             f"[{trial.index}] {stage} {point.label()}: {trial.rps:.1f} req/s, "
-            f"{self.config.percentile.value} {latency or float('nan'):.1f} ms ({verdict} the SLO)"
+            f"{self.config.percentile.value} {latency or float('nan'):.1f} ms "
+            f"({'meets' if trial.meets_slo else 'misses'} the SLO)"
         )
         return trial
 
@@ -298,13 +309,13 @@ class _Tuner:
                 for value in getattr(self.config.space, f.name):
                     candidate = replace(centre.point, **{f.name: value})
                     trial = self.descent_measure(candidate)
-                    if _score(trial) > _score(centre):
+                    if self.score(trial) > self.score(centre):
                         centre, moved = trial, True
             if not moved:
                 break
 
     def halving(self) -> Trial | None:
-        ranked = sorted(self.cache.values(), key=_score, reverse=True)
+        ranked = sorted(self.cache.values(), key=self.score, reverse=True)
         survivors = [t.point for t in ranked if t.meets_slo][: self.config.top_k]
         duration, rung = self.config.duration_s, 0
         final: dict[TunePoint, Trial] = {}
@@ -314,10 +325,10 @@ class _Tuner:
             final = {p: self.measure(p, f"halving-{rung}", duration) for p in survivors}
             if len(survivors) == 1:
                 break
-            kept = sorted(final.values(), key=_score, reverse=True)[: max(len(survivors) // 2, 1)]
+            kept = sorted(final.values(), key=self.score, reverse=True)[: max(len(survivors) // 2, 1)]
             survivors = [t.point for t in kept]
         winners = [t for t in final.values() if t.meets_slo]
-        return max(winners, key=_score) if winners else None
+        return max(winners, key=self.score) if winners else None
 
 
 def _classifier_of(repository: Path, model: str) -> str:
@@ -394,20 +405,19 @@ def plot(result: TuneResult, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(7, 4.5))
-    key = "p99_ms" if result.percentile == Percentile.P99.value else "p95_ms"
     for met, colour in ((True, "tab:green"), (False, "tab:red")):
-        chosen = [t for t in result.trials if t.meets_slo is met and getattr(t, key) is not None]
+        points = [(t.rps, t.latency_ms(result.percentile)) for t in result.trials if t.meets_slo is met]
+        shown = [(rps, latency) for rps, latency in points if latency is not None]
         axes.scatter(
-            [t.rps for t in chosen],
-            [getattr(t, key) for t in chosen],
+            [rps for rps, _ in shown],
+            [latency for _, latency in shown],
             c=colour,
             label="meets SLO" if met else "misses SLO",
             alpha=0.7,
         )
-    if result.best is not None and getattr(result.best, key) is not None:
-        axes.scatter(
-            [result.best.rps], [getattr(result.best, key)], marker="*", s=300, c="gold", edgecolors="k", label="chosen"
-        )
+    best = result.best.latency_ms(result.percentile) if result.best is not None else None
+    if result.best is not None and best is not None:
+        axes.scatter([result.best.rps], [best], marker="*", s=300, c="gold", edgecolors="k", label="chosen")
     axes.axhline(result.slo_ms, color="grey", linestyle="--", label=f"SLO {result.slo_ms:g} ms")
     axes.set_xlabel("throughput (req/s)")
     axes.set_ylabel(f"{result.percentile} latency (ms)")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from distil.errors import ConfigError
-from distil.loadtest.bench.tune import SearchSpace, TunePoint, apply_point, current_point
+from distil.loadtest.bench.tune import SearchSpace, Trial, TunePoint, _score, apply_point, current_point
 from distil.model_repository import pbtxt
 from distil.model_repository.backends.onnx_classifier import length_groups
 
@@ -100,3 +100,17 @@ def test_tune_writes_its_point_and_the_manifest_only_into_a_repository_that_matc
     (repository / "x" / "config.pbtxt").write_text('backend: "python"\n')
     with pytest.raises(RepositoryError, match="x/config.pbtxt"):
         apply_point(repository, "classifier", point)
+
+
+def _trial(p95_ms: float, p99_ms: float, meets_slo: bool = False, rps: float = 100.0) -> Trial:
+    return Trial(0, "descent", TunePoint(8, 500, "none", 1, 1), 4.0, rps, p95_ms, p99_ms, 0, meets_slo)
+
+
+def test_while_no_point_meets_the_slo_tune_ranks_by_the_slos_own_percentile() -> None:
+    # Lower p95 but higher p99: better when the SLO is on p95, worse when it is on p99.
+    low_p95, low_p99 = _trial(p95_ms=20.0, p99_ms=90.0), _trial(p95_ms=30.0, p99_ms=40.0)
+    assert _score(low_p95, "p95") > _score(low_p99, "p95")
+    assert _score(low_p99, "p99") > _score(low_p95, "p99")
+    # Meeting the SLO beats any latency; among those that meet it, throughput decides.
+    assert _score(_trial(50.0, 60.0, meets_slo=True, rps=10.0), "p95") > _score(low_p95, "p95")
+    assert _score(_trial(9.0, 9.0, True, rps=20.0), "p99") > _score(_trial(1.0, 1.0, True, rps=10.0), "p99")
