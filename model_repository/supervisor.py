@@ -65,11 +65,19 @@ class Recovery:
         return f"{what}; model '{self.stub.model}' reloaded with a new stub in {self.reload_s:.1f}s"
 
 
+def stub_model(argv: list[str]) -> str | None:
+    """The model a Python-backend stub runs, from its argv (binary, then ``<repository>/<model>/<version>/model.py``),
+    or None when ``argv`` is not a stub's."""
+    if len(argv) < 2 or Path(argv[0]).name != STUB_BINARY:
+        return None
+    return Path(argv[1]).parent.parent.name
+
+
 def parse_stub(pid: int, argv: list[str]) -> Stub | None:
     """A stub from its argv (binary, model.py path, shm region, ..., instance name at 8), else None."""
-    if len(argv) < 9 or not argv[0].endswith(STUB_BINARY):
+    model = stub_model(argv)
+    if model is None or len(argv) < 9:
         return None
-    model = Path(argv[1]).parent.parent.name  # <repository>/<model>/<version>/model.py
     return Stub(pid=pid, model=model, instance=argv[8], shm_region=argv[2])
 
 

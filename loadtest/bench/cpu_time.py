@@ -20,8 +20,9 @@ from pathlib import Path
 
 import psutil
 
+from distil.model_repository.supervisor import stub_model
+
 CLIENT = "client"
-STUB = "triton_python_backend_stub"
 
 
 def role(process: psutil.Process, label: str | None = None) -> str:
@@ -30,8 +31,9 @@ def role(process: psutil.Process, label: str | None = None) -> str:
         args = process.cmdline()
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return "gone"
-    if args and Path(args[0]).name == STUB and len(args) > 1:
-        return Path(args[1]).parent.parent.name  # <repository>/<model>/<version>/model.py
+    model = stub_model(args)
+    if model is not None:
+        return model
     if label:
         return label
     return Path(args[0]).name if args else process.name()
@@ -64,7 +66,7 @@ def snapshot(roots: Roots) -> dict[int, tuple[str, float]]:
 
 
 @dataclass(frozen=True)
-class CpuUse:
+class RoleCpu:
     """CPU seconds by role over a window of ``wall_s`` seconds."""
 
     by_role: dict[str, float]
@@ -84,13 +86,13 @@ class CpuUse:
         return self.total_s / (self.wall_s * cores) if self.wall_s > 0 and cores > 0 else 0.0
 
 
-def difference(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], wall_s: float) -> CpuUse:
+def difference(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], wall_s: float) -> RoleCpu:
     """CPU used between two snapshots, summed per role; processes that started in between count from zero."""
     by_role: dict[str, float] = {}
     for pid, (name, seconds) in after.items():
         start = before.get(pid, (name, 0.0))[1]
         by_role[name] = by_role.get(name, 0.0) + max(seconds - start, 0.0)
-    return CpuUse(by_role, wall_s)
+    return RoleCpu(by_role, wall_s)
 
 
 class CpuMeter:
@@ -98,7 +100,7 @@ class CpuMeter:
 
     def __init__(self, roots: Roots) -> None:
         self.roots = list(roots)
-        self.use = CpuUse({}, 0.0)
+        self.use = RoleCpu({}, 0.0)
 
     def __enter__(self) -> CpuMeter:
         self._started = time.perf_counter()

@@ -45,7 +45,7 @@ from distil.loadtest.bench.config import (
     RateResult,
     RepositoryInfo,
 )
-from distil.loadtest.bench.cpu_time import CpuMeter, CpuUse
+from distil.loadtest.bench.cpu_time import CpuMeter, RoleCpu
 from distil.loadtest.bench.paths import BenchPath, InProcessOnnx, PyTorchEager, fastapi_path, fastapi_server
 from distil.loadtest.drive import request_loop
 from distil.loadtest.drive.corpus import TextSampler, read_corpus
@@ -117,7 +117,7 @@ class _Windows:
     """What one path measured at one concurrency, window by window over the rounds."""
 
     records: list[StepRecord] = field(default_factory=list)
-    cpu: list[CpuUse] = field(default_factory=list)
+    cpu: list[RoleCpu] = field(default_factory=list)
 
     def merged(self, users: int) -> StepResult:
         """The windows as one step: every latency, summed counts and time, summed server counter deltas."""
@@ -136,18 +136,18 @@ class _Windows:
         result = step.to_result(LoadMode.CLOSED)
         return replace(result, server={model: ModelMetrics(model, **c) for model, c in server.items()})
 
-    def cpu_use(self) -> CpuUse:
+    def cpu_use(self) -> RoleCpu:
         by_role: dict[str, float] = {}
         for use in self.cpu:
             for name, seconds in use.by_role.items():
                 by_role[name] = by_role.get(name, 0.0) + seconds
-        return CpuUse(by_role, sum(use.wall_s for use in self.cpu))
+        return RoleCpu(by_role, sum(use.wall_s for use in self.cpu))
 
 
 COUNTERS = tuple(f.name for f in fields(ModelMetrics) if f.name != "model")
 
 
-def _window(path: BenchPath, users: int, seconds: float, texts: Sequence[str], seed: int) -> tuple[StepRecord, CpuUse]:
+def _window(path: BenchPath, users: int, seconds: float, texts: Sequence[str], seed: int) -> tuple[StepRecord, RoleCpu]:
     """One closed-loop window with fresh connections (idle keep-alive connections may be closed between rounds)."""
     requesters = [path.make() for _ in range(users)]
     try:

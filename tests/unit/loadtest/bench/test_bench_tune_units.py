@@ -61,7 +61,7 @@ def _metrics(success: int, executions: int) -> str:
 
 
 def test_interleaved_windows_merge_into_one_step_with_summed_time_counts_and_server_deltas() -> None:
-    from distil.loadtest.bench.cpu_time import CpuUse
+    from distil.loadtest.bench.cpu_time import RoleCpu
     from distil.loadtest.bench.measure import _Windows
     from distil.loadtest.record.recorder import StepRecord
 
@@ -71,7 +71,7 @@ def test_interleaved_windows_merge_into_one_step_with_summed_time_counts_and_ser
     # Between the windows other paths ran on the same server: their counts must not be attributed here.
     second = StepRecord(0, 4, start_s=50.0, end_s=53.0, sent=6, latencies_us=[3000.0] * 6,
                         metrics_before=_metrics(900, 90), metrics_after=_metrics(906, 93))  # fmt: skip
-    windows = _Windows([first, second], [CpuUse({"client": 1.0}, 2.0), CpuUse({"client": 0.5, "x": 1.0}, 3.0)])
+    windows = _Windows([first, second], [RoleCpu({"client": 1.0}, 2.0), RoleCpu({"client": 0.5, "x": 1.0}, 3.0)])
     step = windows.merged(4)
     assert step.duration_s == pytest.approx(5.0)
     assert step.achieved_rps == pytest.approx(10 / 5.0)

@@ -10,13 +10,14 @@ from pathlib import Path
 import psutil
 import pytest
 
-from distil.loadtest.bench.cpu_time import CLIENT, STUB, CpuMeter, difference, role
+from distil.loadtest.bench.cpu_time import CLIENT, CpuMeter, difference, role
+from distil.model_repository.supervisor import STUB_BINARY
 
 BUSY = "import time\nend = time.process_time() + {seconds}\nwhile time.process_time() < end: pass\n"
 
 
 def test_a_backend_stub_is_named_after_the_model_it_runs(tmp_path: Path) -> None:
-    stub = tmp_path / "bin" / STUB
+    stub = tmp_path / "bin" / STUB_BINARY
     stub.parent.mkdir()
     stub.symlink_to(sys.executable)
     model = tmp_path / "repository" / "tokenizer" / "1" / "model.py"
