@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
-from distil.cli.console import err, out, reports_errors
+from distil.cli.console import err, out, print_table, reports_errors
 from distil.errors import ConfigError
 from distil.loadtest.bench.tune import TunePercentile
 from distil.loadtest.record.percentiles import Percentile
@@ -103,7 +103,7 @@ def bench(
             f"{row['rps']:.1f}",
             *(f"{row[k]:.2f}x" if row[k] is not None else "-" for k in ("vs_ort", "vs_fastapi", "vs_fp32")),
         )
-    out.print(table)
+    print_table(table)
     json_path, md_path = write_outputs(result, out_dir)
     if result.skipped:
         for name, why in result.skipped.items():
@@ -181,7 +181,7 @@ def tune(
             f"{best.rps:.1f}",
             f"{latency:.1f} ms" if latency is not None else "-",
         )
-        out.print(table)
+        print_table(table)
     out.print(f"wrote {json_path}, {md_path} and {png_path}", highlight=False)
     if best is None:
         raise ConfigError(f"no point met {result.percentile} ≤ {slo_ms:g} ms; the repository was left as it was.")

@@ -11,6 +11,8 @@ from typing import Any, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.measure import Measurement
+from rich.table import Table
 
 from distil.errors import DistilError
 
@@ -42,6 +44,29 @@ def stage(name: str) -> Iterator[None]:
     with err.status(f"{name}..."):
         yield
     err.print(f"[green]✓[/] {name} [dim]({time.perf_counter() - started:.1f}s)[/]", highlight=False)
+
+
+def print_table(table: Table, console: Console = out) -> None:
+    """Print ``table`` as a grid where it fits; where it would not (a CI log or a pipe at 80 columns, where
+    rich would cut every header and most cells), one block per row, a line per column, nothing cut."""
+    unbounded = console.options.update_width(10_000)  # the table's natural width, not the terminal's
+    if Measurement.get(console, unbounded, table).maximum <= console.width:
+        console.print(table)
+        return
+    table.box, table.padding, table.show_edge = None, (0, 1), False  # without borders it may fit
+    if Measurement.get(console, unbounded, table).maximum <= console.width:
+        console.print(table)
+        return
+    if table.title:
+        console.print(str(table.title), highlight=False)
+    headers = [str(column.header) for column in table.columns]
+    width = max(len(header) for header in headers[1:]) if len(headers) > 1 else 0
+    for row in zip(*(list(column.cells) for column in table.columns), strict=True):
+        console.print(f"{headers[0]} {row[0]}" if headers[0] else str(row[0]), highlight=False)
+        for header, cell in zip(headers[1:], row[1:], strict=True):
+            console.print(f"  {header:<{width}}  {cell}", highlight=False, soft_wrap=True)
+    if table.caption:
+        console.print(str(table.caption), highlight=False)
 
 
 def quiet_libraries() -> None:

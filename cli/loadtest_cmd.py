@@ -17,7 +17,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from distil.cli.console import err, out, reports_errors, stage
+from distil.cli.console import err, out, print_table, reports_errors, stage
 from distil.errors import ConfigError
 from distil.loadtest.analysis.capacity import (
     DEFAULT_ERROR_BUDGET,
@@ -192,7 +192,7 @@ def _run(config: LoadTestConfig, out_dir: Path, cross_check: bool = False) -> Ru
         config, out_dir, progress=_print_progress(len(config.steps), config.mode), cross_check=cross_check
     )
     files = write_run(run, out_dir)
-    out.print(steps_table(run))
+    print_table(steps_table(run))
     sizing = generator_sizing(run)
     if sizing is not None:
         out.print(sizing.message(), highlight=False)
@@ -200,7 +200,7 @@ def _run(config: LoadTestConfig, out_dir: Path, cross_check: bool = False) -> Ru
         if step.incomplete:
             err.print(f"[red]incomplete:[/] step {step.index} ({step.load_label}): {step.incomplete}", highlight=False)
     if run.cross_check:
-        out.print(cross_check_table(run))
+        print_table(cross_check_table(run))
     out.print(f"run record: {files.run_json}")
     out.print(f"steps CSV:  {files.steps_csv}")
     if files.log:
@@ -351,7 +351,7 @@ def analyze_cmd(
         raise ConfigError("give both --baseline-rps and --peak-rps for an HPA recommendation, or neither.")
     run = load_run(run_json)
     result = analyze(run, CapacityCriteria(slo_ms=slo_ms, percentile=percentile, error_budget=error_budget))
-    out.print(steps_table(run))
+    print_table(steps_table(run))
     _print_analysis(result)
     recommendation = None
     if baseline_rps is not None and peak_rps is not None:
