@@ -332,7 +332,7 @@ def train(
     total = batches_per_epoch * recipe.epochs
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / total))
     model.train()
-    step = 0
+    step, started = 0, time.monotonic()
     for epoch in range(recipe.epochs):
         for input_ids, mask, labels in _batches(tokenizer, examples, recipe, recipe.seed + epoch):
             loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
@@ -341,11 +341,20 @@ def train(
             schedule.step()
             optimizer.zero_grad()
             step += 1
-            if step % 25 == 0 or step == total:
-                progress(f"step {step}/{total}, loss {loss.item():.3f}")
+            if step % 10 == 0 or step == total:
+                left = (time.monotonic() - started) / step * (total - step)
+                progress(
+                    f"fine-tuning: epoch {epoch + 1}/{recipe.epochs}, step {step}/{total}, "
+                    f"loss {loss.item():.3f}, {_duration(left)} left"
+                )
     model.eval()
     torch.use_deterministic_algorithms(False)
     return model, tokenizer
+
+
+def _duration(seconds: float) -> str:
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest:02d} s" if minutes else f"{rest} s"
 
 
 # --- the cached checkpoint ----------------------------------------------------------------------

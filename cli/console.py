@@ -69,6 +69,11 @@ def print_table(table: Table, console: Console = out) -> None:
         console.print(str(table.caption), highlight=False)
 
 
+def progress_note(line: str) -> None:
+    """A progress line from inside a long stage, printed above its spinner."""
+    err.print(f"  [dim]{escape(line)}[/]", highlight=False)
+
+
 def quiet_libraries() -> None:
     """Progress bars of transformers and the hub would interleave with ours."""
     import transformers

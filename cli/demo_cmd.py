@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from distil.cli.console import err, out, quiet_libraries, reports_errors, stage
+from distil.cli.console import err, out, progress_note, quiet_libraries, reports_errors, stage
 from distil.cli.serve_cmd import endpoints_table, predictions_table
 from distil.errors import ConfigError
 
@@ -40,7 +40,7 @@ def demo(
         repository = output or Path(scratch) / "repository"
         if model not in (TINY, EXAMPLE):
             raise ConfigError(f"--model {model!r}: the demo runs '{TINY}' or '{EXAMPLE}'.")
-        result = build_engines(BuildConfig(model=model, output=repository), stage=stage)
+        result = build_engines(BuildConfig(model=model, output=repository), stage=stage, progress=progress_note)
         config = ServerConfig.on_free_ports(repository)
         with stage("Starting tritonserver"):
             server = TritonServer(config).__enter__()

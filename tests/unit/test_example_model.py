@@ -78,10 +78,16 @@ def test_builtin_gate_data_is_the_held_out_test_split_and_calibration_comes_from
     assert not set(shipped_calibration.texts) & set(shipped_eval.texts)
 
 
-def test_same_seed_same_weights_on_a_small_subset(minilm: Path, snippets: list[example_model.Example]) -> None:
+def test_same_seed_same_weights_on_a_small_subset_with_progress_to_the_last_step(
+    minilm: Path, snippets: list[example_model.Example]
+) -> None:
     recipe = Recipe(limit=64, batch_size=16, max_length=32)
     train = example_model.split(snippets, recipe)["train"]
-    first, _ = example_model.train(minilm, train, recipe)
+    lines: list[str] = []
+    first, _ = example_model.train(minilm, train, recipe, progress=lines.append)
+    steps = -(-len(train) // recipe.batch_size)
+    assert lines[-1].startswith(f"fine-tuning: epoch 1/1, step {steps}/{steps}, loss ")
+    assert lines[-1].endswith(", 0 s left")
     second, _ = example_model.train(minilm, train, recipe)
     other, _ = example_model.train(minilm, train, Recipe(seed=7, limit=64, batch_size=16, max_length=32))
     a, b, c = first.state_dict(), second.state_dict(), other.state_dict()
