@@ -22,16 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from distil.build.onnx_export import (
-    INPUT_NAMES,
-    OUTPUT_NAME,
-    ExportConfig,
-    ParityReport,
-    check_parity,
-    logits_module,
-    quiet_exporter,
-)
+from distil.build.onnx_export import ExportConfig, ParityReport, check_parity, logits_module, quiet_exporter
 from distil.errors import OutputMismatchError
+from distil.model_repository.interface import MODEL_INPUTS, MODEL_OUTPUT
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -66,15 +59,15 @@ def _torchscript_export(model: PreTrainedModel, path: Path, opset: int) -> None:
     implementation = model.config._attn_implementation
     model.config._attn_implementation = "eager"  # the pattern the optimizer fuses; same numbers as SDPA
     example = torch.ones((2, 8), dtype=torch.int64)
-    dynamic = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES} | {OUTPUT_NAME: {0: "batch"}}
+    dynamic = {name: {0: "batch", 1: "sequence"} for name in MODEL_INPUTS} | {MODEL_OUTPUT: {0: "batch"}}
     try:
         with quiet_exporter(), torch.inference_mode(False), torch.no_grad():
             torch.onnx.export(
                 logits_module(model),
                 (example, example),
                 str(path),
-                input_names=list(INPUT_NAMES),
-                output_names=[OUTPUT_NAME],
+                input_names=list(MODEL_INPUTS),
+                output_names=[MODEL_OUTPUT],
                 dynamic_axes=dynamic,
                 opset_version=opset,
                 dynamo=False,

@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from enum import Enum
 from pathlib import Path
 
@@ -36,11 +35,11 @@ from distil.build.trt_engine import (
 from distil.errors import EngineBuildError, RepositoryError
 from distil.model_repository import pbtxt
 from distil.model_repository.backends.tokenizer import bucket_lengths as tokenizer_buckets
-from distil.model_repository.config import TOKENIZER
 from distil.model_repository.integrity import require_match, rewrite_manifest
+from distil.model_repository.interface import TOKENIZER
 from distil.model_repository.pbtxt import PLAN_FILE
+from distil.progress import Stage, no_stage
 
-Stage = Callable[[str], AbstractContextManager[object]]
 Builder = Callable[[EngineConfig], EngineMetadata]
 
 
@@ -105,7 +104,7 @@ def _swap(staging: Path, destination: Path) -> None:
 def compile_repository(
     root: Path,
     workspace_mib: int = 4096,
-    stage: Stage = lambda _: nullcontext(),
+    stage: Stage = no_stage,
     destination: Path | None = None,
     builder: Builder = build_engine,
     runner: PlanRunner = run_plan,

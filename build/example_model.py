@@ -30,12 +30,14 @@ import sys
 import tarfile
 import time
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from distil.errors import ConfigError, ModelSourceError
+from distil.model_repository.interface import ATTENTION_MASK, INPUT_IDS
+from distil.progress import Progress, no_progress
 
 if TYPE_CHECKING:
     from transformers import BertModel, DistilBertModel
@@ -50,8 +52,6 @@ BUILTIN_CALIBRATION_TEXTS = 512
 SPLIT_FILES = {"train": "train.jsonl", "validation": "validation.jsonl", "test": "test.jsonl"}
 # Bump when the recipe changes, so a cached checkpoint from an older recipe is not reused.
 RECIPE_VERSION = 1
-
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -290,7 +290,7 @@ def _batches(tokenizer: Any, examples: Sequence[Example], recipe: Recipe, shuffl
             [e.text for e in chunk], truncation=True, max_length=recipe.max_length, padding=True, return_tensors="pt"
         )
         labels = torch.tensor([label_ids[e.label] for e in chunk])
-        batches.append((encoded["input_ids"], encoded["attention_mask"], labels))
+        batches.append((encoded[INPUT_IDS], encoded[ATTENTION_MASK], labels))
     return batches
 
 
@@ -306,7 +306,7 @@ def accuracy(model: Any, tokenizer: Any, examples: Sequence[Example], recipe: Re
 
 
 def train(
-    minilm_dir: Path, examples: Sequence[Example], recipe: Recipe, progress: Progress = lambda _: None
+    minilm_dir: Path, examples: Sequence[Example], recipe: Recipe, progress: Progress = no_progress
 ) -> tuple[Any, Any]:
     """Convert MiniLM into DistilBERT, then fine-tune it on ``examples``; same recipe, same weights."""
     import torch
@@ -372,7 +372,7 @@ def read_recipe(checkpoint: Path) -> dict[str, Any]:
     return dict(json.loads((checkpoint / RECIPE_FILE).read_text(encoding="utf-8")))
 
 
-def build(recipe: Recipe = Recipe(), root: Path | None = None, progress: Progress = lambda _: None) -> Path:
+def build(recipe: Recipe = Recipe(), root: Path | None = None, progress: Progress = no_progress) -> Path:
     """The checkpoint for ``recipe``: from the cache, or fetched, converted and fine-tuned (minutes)."""
     final = checkpoint_dir(recipe, root)
     if is_built(recipe, root):

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from distil.model_repository.interface import ATTENTION_MASK
+
 FP32_OPS = frozenset(
     {
         "LayerNormalization",
@@ -80,7 +82,7 @@ def _float_tensors(model: Any) -> set[str]:
     return names
 
 
-def mask_arithmetic_nodes(model: Any, floats: set[str], mask_input: str = "attention_mask") -> set[str]:
+def mask_arithmetic_nodes(model: Any, floats: set[str], mask_input: str = ATTENTION_MASK) -> set[str]:
     """Nodes that compute the attention bias from the mask, and the nodes that apply it.
 
     A tensor is mask-derived when its node reads a mask-derived tensor and otherwise only constants or

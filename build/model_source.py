@@ -18,6 +18,7 @@ from distil.build import example_model
 from distil.build.tiny import TOY_NOTE, make_tiny_checkpoint
 from distil.errors import ModelSourceError
 from distil.model_repository.integrity import file_sha256
+from distil.progress import Progress, no_progress
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -45,9 +46,7 @@ class ModelSource:
         return f"{self.spec} ({self.note})" if self.note else self.spec
 
 
-def resolve(
-    spec: str, work_dir: Path, revision: str | None = None, progress: example_model.Progress = lambda _: None
-) -> ModelSource:
+def resolve(spec: str, work_dir: Path, revision: str | None = None, progress: Progress = no_progress) -> ModelSource:
     """Turn ``--model`` into a local checkpoint directory, downloading from the hub if needed."""
     if spec == TINY:
         checkpoint = make_tiny_checkpoint(work_dir / "tiny-checkpoint")

@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from distil.errors import ConfigError, OnnxExportError, OutputMismatchError
+from distil.model_repository.interface import ATTENTION_MASK, INPUT_IDS, MODEL_INPUTS, MODEL_OUTPUT
+from distil.ort_session import cpu_session
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-INPUT_NAMES = ("input_ids", "attention_mask")
-OUTPUT_NAME = "logits"
 MIN_OPSET = 17
 DEFAULT_PARITY_SHAPES = ((1, 1), (1, 16), (3, 7), (4, 64), (8, 128))
 
@@ -120,15 +120,15 @@ def export_onnx(model: PreTrainedModel, path: Path, config: ExportConfig, max_le
     example_mask = torch.ones((2, 8), dtype=torch.int64)
     batch = torch.export.Dim("batch", min=1, max=4096)
     sequence = torch.export.Dim("sequence", min=1, max=max_length)
-    dynamic = {"input_ids": {0: batch, 1: sequence}, "attention_mask": {0: batch, 1: sequence}}
+    dynamic = {name: {0: batch, 1: sequence} for name in MODEL_INPUTS}
     try:
         with quiet_exporter(), torch.inference_mode(False), torch.no_grad():
             torch.onnx.export(
                 wrapper,
                 (example_ids, example_mask),
                 str(path),
-                input_names=list(INPUT_NAMES),
-                output_names=[OUTPUT_NAME],
+                input_names=list(MODEL_INPUTS),
+                output_names=[MODEL_OUTPUT],
                 dynamic_shapes=dynamic,
                 opset_version=config.opset,
                 dynamo=True,
@@ -151,14 +151,14 @@ def _check_interface(graph_model: Any, path: Path) -> None:
 
     inputs = {i.name: i.type.tensor_type for i in graph_model.graph.input}
     outputs = [o.name for o in graph_model.graph.output]
-    for name in INPUT_NAMES:
+    for name in MODEL_INPUTS:
         if name not in inputs or inputs[name].elem_type != TensorProto.INT64:
             raise OnnxExportError(f"{path}: expected an int64 input {name!r}, found {sorted(inputs)}.")
         dims = [d.dim_param or d.dim_value for d in inputs[name].shape.dim]
         if len(dims) != 2 or not all(isinstance(d, str) for d in dims):
             raise OnnxExportError(f"{path}: input {name!r} should have dynamic batch and sequence axes, has {dims}.")
-    if outputs != [OUTPUT_NAME]:
-        raise OnnxExportError(f"{path}: expected the single output {OUTPUT_NAME!r}, found {outputs}.")
+    if outputs != [MODEL_OUTPUT]:
+        raise OnnxExportError(f"{path}: expected the single output {MODEL_OUTPUT!r}, found {outputs}.")
 
 
 def parity_inputs(
@@ -181,10 +181,9 @@ def check_parity(
     model: PreTrainedModel, onnx_path: Path, config: ExportConfig, max_length: int, pad_id: int
 ) -> ParityReport:
     """Run PyTorch and ONNX Runtime on the same inputs; raise if they differ beyond ``config.atol``."""
-    import onnxruntime as ort
     import torch
 
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    session = cpu_session(onnx_path)
     rng = np.random.default_rng(config.seed)
     vocab_size = int(model.config.vocab_size)
     cases = []
@@ -193,7 +192,7 @@ def check_parity(
         ids, mask, padded = parity_inputs(batch, sequence, vocab_size, pad_id, rng)
         with torch.inference_mode():
             expected = model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).logits.numpy()
-        actual = session.run([OUTPUT_NAME], {"input_ids": ids, "attention_mask": mask})[0]
+        actual = session.run([MODEL_OUTPUT], {INPUT_IDS: ids, ATTENTION_MASK: mask})[0]
         if actual.shape != expected.shape:
             raise OutputMismatchError(
                 f"ONNX output shape {actual.shape} differs from PyTorch {expected.shape} at batch={batch}, "

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import tempfile
-from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +15,8 @@ from distil.build.onnx_export import ExportConfig, ParityReport, check_parity, e
 from distil.build.trt_engine import tensorrt_available
 from distil.build.variants import PrecisionConfig, PrecisionReport, build_variants, plan_check_set
 from distil.errors import ConfigError, EngineBuildError, ModelSourceError
-from distil.model_repository.config import CLASSIFIER, RepositoryConfig, Target
+from distil.model_repository.config import RepositoryConfig, Target
+from distil.model_repository.interface import CLASSIFIER
 from distil.model_repository.writer import (
     ModelInterface,
     check_output,
@@ -26,12 +25,7 @@ from distil.model_repository.writer import (
     write_repository,
 )
 from distil.monitoring import baseline
-
-Stage = Callable[[str], AbstractContextManager[object]]
-
-
-def _no_progress(_: str) -> AbstractContextManager[object]:
-    return contextlib.nullcontext()
+from distil.progress import Progress, Stage, no_progress, no_stage
 
 
 @dataclass(frozen=True)
@@ -86,9 +80,7 @@ def _max_length(requested: int | None, tokenizer_max: int, positions: int) -> in
     return requested
 
 
-def build_engines(
-    config: BuildConfig, stage: Stage = _no_progress, progress: Callable[[str], None] = lambda _: None
-) -> BuildResult:
+def build_engines(config: BuildConfig, stage: Stage = no_stage, progress: Progress = no_progress) -> BuildResult:
     """Run every stage; raise a DistilError subclass that says what to do if one fails. ``progress`` gets
     lines from inside long stages (the example model's fine-tune: epoch, step, loss, time left)."""
     check_output(config.output)

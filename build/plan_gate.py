@@ -15,6 +15,7 @@ import numpy as np
 
 from distil.build.accuracy import Agreement, GateConfig, compare, gate
 from distil.errors import RepositoryError
+from distil.model_repository.interface import ATTENTION_MASK, INPUT_IDS, MODEL_OUTPUT
 
 # (plan file, batches of (input_ids, attention_mask), buckets) -> logits, rows in batch order
 PlanRunner = Callable[[Path, Sequence[tuple[np.ndarray, np.ndarray]], tuple[int, ...]], np.ndarray]
@@ -42,7 +43,7 @@ class PlanCheckSet:
 
     def write(self, root: Path) -> Path:
         path = root / PLAN_CHECK_FILE
-        arrays = {"input_ids": self.input_ids, "attention_mask": self.attention_mask, "logits": self.reference_logits}
+        arrays = {INPUT_IDS: self.input_ids, ATTENTION_MASK: self.attention_mask, MODEL_OUTPUT: self.reference_logits}
         if self.labels is not None:
             arrays["labels"] = self.labels
         np.savez_compressed(path, **arrays)
@@ -58,7 +59,7 @@ class PlanCheckSet:
             )
         with np.load(path) as data:
             labels = data["labels"] if "labels" in data.files else None
-            return PlanCheckSet(data["input_ids"], data["attention_mask"], data["logits"], labels)
+            return PlanCheckSet(data[INPUT_IDS], data[ATTENTION_MASK], data[MODEL_OUTPUT], labels)
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 
 from distil.errors import BuildError, ConfigError
+from distil.model_repository.interface import ATTENTION_MASK, INPUT_IDS
+from distil.ort_session import cpu_session
 
 CALIBRATION_BATCH = 8
 QUANTIZED_OPS = ("MatMul", "Gemm")
@@ -154,8 +156,8 @@ def tokenize_batches(
         )
         feeds.append(
             {
-                "input_ids": encoded["input_ids"].astype(np.int64),
-                "attention_mask": encoded["attention_mask"].astype(np.int64),
+                INPUT_IDS: encoded[INPUT_IDS].astype(np.int64),
+                ATTENTION_MASK: encoded[ATTENTION_MASK].astype(np.int64),
             }
         )
     return feeds
@@ -296,14 +298,13 @@ def intermediate_values(
 ) -> Iterator[dict[str, np.ndarray]]:
     """The named tensors of ``model`` for each feed: one session with those tensors made graph outputs."""
     import onnx
-    import onnxruntime as ort
 
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     del probe.graph.value_info[:]
     existing = {o.name for o in probe.graph.output}
     probe.graph.output.extend(onnx.helper.make_empty_tensor_value_info(t) for t in tensors if t not in existing)
-    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = cpu_session(probe.SerializeToString())
     for feed in feeds:
         yield dict(zip(tensors, session.run(list(tensors), feed), strict=True))
 

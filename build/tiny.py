@@ -13,6 +13,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+from distil.model_repository.interface import MODEL_INPUTS
+
 TINY_SEED = 20261122
 TINY_LABELS = {0: "NEGATIVE", 1: "POSITIVE"}
 TOY_NOTE = "toy model: 2 layers, trained for seconds on synthetic template sentences; its labels mean little"
@@ -160,7 +162,7 @@ def make_tiny_checkpoint(directory: Path) -> Path:
         sep_token="[SEP]",
         mask_token="[MASK]",
         model_max_length=512,
-        model_input_names=["input_ids", "attention_mask"],
+        model_input_names=list(MODEL_INPUTS),
     )
     tokenizer.save_pretrained(directory)
     (directory / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")

@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from distil.build.onnx_export import INPUT_NAMES
 from distil.errors import ConfigError, EngineBuildError
 from distil.model_repository.backends.tokenizer import bucket_for
 from distil.model_repository.integrity import file_sha256
+from distil.model_repository.interface import MODEL_INPUTS, MODEL_OUTPUT
 
 DEFAULT_BUCKETS = (64, 128, 256, 512)
 METADATA_SUFFIX = ".json"
@@ -159,7 +159,7 @@ def build_engine(config: EngineConfig) -> EngineMetadata:
     builder_config.set_timing_cache(cache, ignore_mismatch=False)
     for profile in profiles(config):
         optimization_profile = builder.create_optimization_profile()
-        for name in INPUT_NAMES:
+        for name in MODEL_INPUTS:
             optimization_profile.set_shape(name, profile.min, profile.opt, profile.max)
         builder_config.add_optimization_profile(optimization_profile)
 
@@ -235,16 +235,16 @@ def run_plan(plan_file: Path, batches: Sequence[tuple[np.ndarray, np.ndarray]], 
             context.set_optimization_profile_async(profile, stream)
             host = {
                 name: np.ascontiguousarray(array, dtype=trt.nptype(engine.get_tensor_dtype(name)))
-                for name, array in zip(INPUT_NAMES, (input_ids, attention_mask), strict=True)
+                for name, array in zip(MODEL_INPUTS, (input_ids, attention_mask), strict=True)
             }
             for name, array in host.items():
                 context.set_input_shape(name, array.shape)
             output = np.empty(
-                tuple(context.get_tensor_shape("logits")), dtype=trt.nptype(engine.get_tensor_dtype("logits"))
+                tuple(context.get_tensor_shape(MODEL_OUTPUT)), dtype=trt.nptype(engine.get_tensor_dtype(MODEL_OUTPUT))
             )
             device: dict[str, Any] = {}
             try:
-                for name, array in [*host.items(), ("logits", output)]:
+                for name, array in [*host.items(), (MODEL_OUTPUT, output)]:
                     device[name] = _cuda(cudart.cudaMalloc(array.nbytes), "allocation")
                     context.set_tensor_address(name, int(device[name]))
                 for name, array in host.items():
@@ -254,7 +254,8 @@ def run_plan(plan_file: Path, batches: Sequence[tuple[np.ndarray, np.ndarray]], 
                 if not context.execute_async_v3(stream):
                     raise EngineBuildError(f"TensorRT could not run {plan_file} on a batch of shape {input_ids.shape}.")
                 _cuda(
-                    cudart.cudaMemcpyAsync(output.ctypes.data, device["logits"], output.nbytes, to_host, stream), "copy"
+                    cudart.cudaMemcpyAsync(output.ctypes.data, device[MODEL_OUTPUT], output.nbytes, to_host, stream),
+                    "copy",
                 )
                 _cuda(cudart.cudaStreamSynchronize(stream), "synchronize")
             finally:

@@ -14,7 +14,6 @@ import json
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
@@ -36,8 +35,10 @@ from distil.build.quantize import (
 )
 from distil.build.smoothing import ALPHAS, smooth
 from distil.errors import BuildError, ConfigError
+from distil.model_repository.interface import ATTENTION_MASK, INPUT_IDS, MODEL_OUTPUT
+from distil.ort_session import cpu_session
+from distil.progress import Stage, no_stage
 
-Stage = Callable[[str], AbstractContextManager[object]]
 REPORT_JSON = "precision_report.json"
 REPORT_MD = "precision_report.md"
 SPEED_ROUNDS = 3
@@ -223,10 +224,10 @@ def plan_check_set(
     encoded = tokenizer(
         list(evaluation.texts), truncation=True, max_length=max_length, padding=True, return_tensors="np"
     )
-    input_ids = encoded["input_ids"].astype(np.int64)
-    attention_mask = encoded["attention_mask"].astype(np.int64)
+    input_ids = encoded[INPUT_IDS].astype(np.int64)
+    attention_mask = encoded[ATTENTION_MASK].astype(np.int64)
     check_set = PlanCheckSet(input_ids, attention_mask, np.zeros((0, 0), dtype=np.float32))
-    feeds = [{"input_ids": ids, "attention_mask": mask} for ids, mask in check_set.batches()]
+    feeds = [{INPUT_IDS: ids, ATTENTION_MASK: mask} for ids, mask in check_set.batches()]
     truth = None
     if evaluation.labels:
         try:
@@ -237,15 +238,11 @@ def plan_check_set(
 
 
 def _session(path: Path) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return cpu_session(path)
 
 
 def _logits(session: Any, feeds: Sequence[dict[str, np.ndarray]]) -> np.ndarray:
-    return np.concatenate([session.run(["logits"], feed)[0] for feed in feeds]).astype(np.float32)
+    return np.concatenate([session.run([MODEL_OUTPUT], feed)[0] for feed in feeds]).astype(np.float32)
 
 
 def _speeds(sessions: dict[str, Any], feeds: Sequence[dict[str, np.ndarray]], texts: int) -> dict[str, float]:
@@ -340,7 +337,7 @@ def build_variants(
     config: PrecisionConfig,
     target: str,
     scratch: Path,
-    stage: Stage = lambda _: nullcontext(),
+    stage: Stage = no_stage,
     data: tuple[text_data.TextSet, text_data.TextSet | None] | None = None,
     fused: Path | None = None,
 ) -> PrecisionReport:

@@ -15,6 +15,7 @@ from distil.errors import ConfigError
 from distil.loadtest.bench.tune import TunePercentile
 from distil.loadtest.record.percentiles import Percentile
 from distil.model_repository.integrity import METADATA_FILE, file_sha256
+from distil.model_repository.interface import ENSEMBLE
 
 if TYPE_CHECKING:
     from distil.loadtest.bench.config import BenchConfig
@@ -116,7 +117,7 @@ def tune(
     repository: Path = typer.Option(..., "--repository", "-r", help="CPU repository written by build-engines."),
     slo_ms: float = typer.Option(..., help="Latency objective in ms."),
     percentile: TunePercentile = typer.Option(TunePercentile.P99, help="Percentile the SLO applies to."),
-    model: str = typer.Option("distilbert", help="Ensemble to tune (its classifier and the tokenizer)."),
+    model: str = typer.Option(ENSEMBLE, help="Ensemble to tune (its classifier and the tokenizer)."),
     concurrency: int = typer.Option(16, help="Concurrent one-text requests while measuring each point."),
     duration: float = typer.Option(4.0, help="Seconds per point in the descent; halving rungs double it."),
     max_rounds: int = typer.Option(2, help="Coordinate-descent rounds at most."),
@@ -221,8 +222,8 @@ def overhead(
     if rounds < 1 or concurrency < 1 or duration < 2:
         raise ConfigError("--rounds and --concurrency must be at least 1, --duration at least 2 s.")
     for repository in repositories:
-        if not (repository / "distilbert").is_dir():
-            raise ConfigError(f"{repository} is not a repository written by build-engines (no distilbert/).")
+        if not (repository / ENSEMBLE).is_dir():
+            raise ConfigError(f"{repository} is not a repository written by build-engines (no {ENSEMBLE}/).")
     tool = require_perf_analyzer()
     runs = run_overhead(
         repositories,

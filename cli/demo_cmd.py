@@ -32,7 +32,8 @@ def demo(
     """Offline end-to-end demo: DistilBERT -> ONNX -> Triton repository -> served -> classified."""
     from distil.build.model_source import EXAMPLE, TINY
     from distil.build.pipeline import BuildConfig, build_engines
-    from distil.model_repository.client import Classifier, Protocol
+    from distil.model_repository.client import Classifier
+    from distil.model_repository.interface import Protocol
     from distil.model_repository.server import ServerConfig, TritonServer
 
     quiet_libraries()

@@ -32,7 +32,7 @@ from distil.loadtest.analysis.generator import generator_sizing
 from distil.loadtest.analysis.thresholds import MetricType
 from distil.loadtest.drive.protocol import Transport, default_port
 from distil.loadtest.drive.shapes import LoadTestConfig, Shape, build_steps, parse_levels
-from distil.loadtest.record.percentiles import Percentile
+from distil.loadtest.record.percentiles import Percentile, format_figure
 from distil.loadtest.record.schema import (
     CLIENT_BOUND_CORES,
     CLIENT_SHARE_OF_HOST,
@@ -42,6 +42,7 @@ from distil.loadtest.record.schema import (
     load_run,
 )
 from distil.model_repository import access
+from distil.model_repository.interface import ENSEMBLE
 
 app = typer.Typer(
     help="Load-test a running Triton server and turn the results into capacity and HPA settings.",
@@ -50,10 +51,6 @@ app = typer.Typer(
 )
 
 GATE_FAILED = 3  # exit code when --ci finds the SLO or error budget missed (1: errors, 2: bad options)
-
-
-def _fmt(value: float | None, unit: str = " ms") -> str:
-    return "n/a" if value is None else f"{value:.1f}{unit}"
 
 
 def _default_out() -> Path:
@@ -72,10 +69,10 @@ def steps_table(run: RunResult) -> Table:
             step.load_label,
             str(step.requests),
             f"{step.achieved_rps:.1f}",
-            _fmt(step.latency.p50_ms),
-            _fmt(step.latency.p95_ms),
-            _fmt(step.latency.p99_ms),
-            _fmt(step.latency.max_ms),
+            format_figure(step.latency.p50_ms, unit=" ms"),
+            format_figure(step.latency.p95_ms, unit=" ms"),
+            format_figure(step.latency.p99_ms, unit=" ms"),
+            format_figure(step.latency.max_ms, unit=" ms"),
             str(step.late),
             step.cpu_label(),
             errors,
@@ -110,7 +107,8 @@ def _print_progress(total: int, mode: LoadMode) -> Any:
         err.print(
             f"  step {line['index'] + 1}/{total} ({load}): {line['requests']} requests, "
             f"{line['achieved_rps']:.1f} rps, {line['errors']} errors{late}, "
-            f"p50 {_fmt(line.get('p50_ms'))}, p99 {_fmt(line.get('p99_ms'))}, "
+            f"p50 {format_figure(line.get('p50_ms'), unit=' ms')}, "
+            f"p99 {format_figure(line.get('p99_ms'), unit=' ms')}, "
             f"{CPU_COLUMN} {line['cpu']}",
             highlight=False,
         )
@@ -161,7 +159,8 @@ def _gate(run: RunResult, criteria: CapacityCriteria, required_rps: float | None
         step = verdict.step
         misses = []
         if not verdict.meets_latency:
-            misses.append(f"{criteria.percentile.value} {_fmt(verdict.latency_ms)} > {criteria.slo_ms:g} ms")
+            latency = format_figure(verdict.latency_ms, unit=" ms")
+            misses.append(f"{criteria.percentile.value} {latency} > {criteria.slo_ms:g} ms")
         if not verdict.meets_errors:
             kinds = ", ".join(f"{k} ×{c}" for k, c in sorted(step.errors.items()))
             misses.append(f"error rate {step.error_rate:.2%} > {criteria.error_budget:.2%} ({kinds})")
@@ -238,7 +237,7 @@ def run(
     step_duration: float = typer.Option(10.0, "--step-duration", "--duration", help="Seconds per step."),
     batch_size: int = typer.Option(1, help="Texts per request (client-side batching)."),
     corpus: Path | None = typer.Option(None, help="UTF-8 file, one text per line [default: the built-in corpus]."),
-    model: str = typer.Option("distilbert", help="Model to query."),
+    model: str = typer.Option(ENSEMBLE, help="Model to query."),
     metrics_url: str = typer.Option("127.0.0.1:8002", help="Triton's metrics address; '' to skip scraping."),
     max_requests: int = typer.Option(1_000_000, help="Stop the run after this many requests."),
     max_in_flight: int = typer.Option(64, help="Open loop: most requests in flight (worker threads)."),
@@ -317,8 +316,9 @@ def _print_analysis(analysis: Analysis) -> None:
     table.add_column("", overflow="fold")
     capacity = analysis.capacity
     table.add_row("criteria", capacity.criteria.describe())
-    amount = ("at least " if capacity.is_lower_bound else "") + _fmt(capacity.capacity_rps, " rps")
-    table.add_row("capacity", amount if capacity.found else "none under this SLO")
+    bound = "at least " if capacity.is_lower_bound else ""
+    found = capacity.found and capacity.capacity_rps is not None
+    table.add_row("capacity", f"{bound}{capacity.capacity_rps:.1f} rps" if found else "none under this SLO")
     table.add_row("", capacity.message)
     table.add_row("knee", analysis.knee.message)
     table.add_row("saturation", analysis.saturation.message)

@@ -14,7 +14,8 @@ from rich.table import Table
 from distil.cli.console import err, out, reports_errors, stage
 from distil.errors import ConfigError, ServerError
 from distil.model_repository import access
-from distil.model_repository.client import Classifier, Prediction, Protocol
+from distil.model_repository.client import Classifier, Prediction
+from distil.model_repository.interface import ENSEMBLE, GRPC_PORT, HTTP_PORT, METRICS_PORT, Protocol
 from distil.model_repository.server import ServerConfig, TritonServer
 from distil.model_repository.supervisor import Recovery
 
@@ -54,9 +55,9 @@ def serve(
         help="Address to listen on. Anything but loopback exposes a Triton 2.51 with published CVEs: trusted "
         "networks only (README, Security).",
     ),
-    http_port: int = typer.Option(8000, help="HTTP (KServe v2) port."),
-    grpc_port: int = typer.Option(8001, help="gRPC port."),
-    metrics_port: int = typer.Option(8002, help="Prometheus metrics port."),
+    http_port: int = typer.Option(HTTP_PORT, help="HTTP (KServe v2) port."),
+    grpc_port: int = typer.Option(GRPC_PORT, help="gRPC port."),
+    metrics_port: int = typer.Option(METRICS_PORT, help="Prometheus metrics port."),
     ready_timeout: float = typer.Option(300.0, help="Seconds to wait for every model to be ready."),
     log_verbose: int = typer.Option(0, help="tritonserver --log-verbose level."),
     expect_sha256: str | None = typer.Option(
@@ -127,7 +128,7 @@ def serve(
 
 
 def _default_url(protocol: Protocol) -> str:
-    return "127.0.0.1:8001" if protocol is Protocol.grpc else "127.0.0.1:8000"
+    return f"127.0.0.1:{protocol.default_port}"
 
 
 def predictions_table(predictions: list[Prediction], title: str | None = None) -> Table:
@@ -155,7 +156,7 @@ def infer(
         None, "--ca-cert", help="PEM file of the authority that signed the server's TLS certificate [default: system]."
     ),
     protocol: Protocol = typer.Option(Protocol.http, help="Triton protocol."),
-    model: str = typer.Option("distilbert", help="Model to query."),
+    model: str = typer.Option(ENSEMBLE, help="Model to query."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Classify TEXTS with a running server's distilbert model."""

@@ -9,20 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from distil.errors import ConfigError, InferenceError
-from distil.model_repository.config import ENSEMBLE
-from distil.model_repository.pbtxt import LABEL, LABELS_FILE, LOGITS, PROBABILITIES, TEXT, TRUNCATED
-
-
-class Protocol(str, Enum):
-    http = "http"
-    grpc = "grpc"
+from distil.model_repository.interface import ENSEMBLE, LABEL, LOGITS, PROBABILITIES, TEXT, TRUNCATED, Protocol
+from distil.model_repository.pbtxt import LABELS_FILE
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,8 @@ from typing import Any
 import yaml
 
 from distil.errors import ConfigError
+from distil.model_repository.interface import BATCHED_MODELS, CLASSIFIER, POSTPROCESS, TOKENIZER
 
-ENSEMBLE = "distilbert"
-TOKENIZER = "tokenizer"
-CLASSIFIER = "classifier"
-POSTPROCESS = "postprocess"
-BATCHED_MODELS = (TOKENIZER, CLASSIFIER, POSTPROCESS)
 # The tokenizer reads at most this many bytes of each text (README, "Bounded input"): far more than
 # the 512 tokens DistilBERT reads (English runs ~5 bytes a token), and small enough that one text
 # costs its batch under a millisecond of tokenization.

@@ -15,30 +15,25 @@ from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
 from distil.errors import RepositoryError
-from distil.model_repository.config import (
+from distil.model_repository.config import BatchingConfig, RepositoryConfig, Target
+from distil.model_repository.interface import (
+    ATTENTION_MASK,
     CLASSIFIER,
     ENSEMBLE,
+    INPUT_IDS,
+    INTERNAL_LOGITS,
+    INTERNAL_TRUNCATED,
+    LABEL,
+    LOGITS,
+    MODEL_INPUTS,
+    MODEL_OUTPUT,
     POSTPROCESS,
+    PROBABILITIES,
+    PUBLIC_OUTPUTS,
+    TEXT,
     TOKENIZER,
-    BatchingConfig,
-    RepositoryConfig,
-    Target,
+    TRUNCATED,
 )
-
-# The ensemble's public API; clients and load tests use these names.
-TEXT = "TEXT"
-LABEL = "LABEL"
-PROBABILITIES = "PROBABILITIES"
-LOGITS = "LOGITS"
-TRUNCATED = "TRUNCATED"
-PUBLIC_OUTPUTS = (LABEL, PROBABILITIES, LOGITS, TRUNCATED)
-
-# Tensors inside the ensemble. Triton 2.51 prunes ensemble steps backwards from the outputs a client
-# did not request; a public output that also fed a later step lost its producer when left out, and
-# the request deadlocked. So every public output comes from the last step, which nothing consumes,
-# and the earlier steps pass internal tensors (these names) forward.
-INTERNAL_LOGITS = "logits"
-INTERNAL_TRUNCATED = "truncated"
 
 # Beside each ensemble's config: the label names, one a line in logit order. PROBABILITIES names it as
 # its label_filename, so clients get label names through Triton's classification extension
@@ -130,8 +125,8 @@ def tokenizer_config(config: RepositoryConfig, max_length: int, pad_id: int, pad
         "max_batch_size": batching.max_batch_size,
         "input": [_tensor(TEXT, "TYPE_STRING", [1])],
         "output": [
-            _tensor("input_ids", "TYPE_INT64", [-1]),
-            _tensor("attention_mask", "TYPE_INT64", [-1]),
+            _tensor(INPUT_IDS, "TYPE_INT64", [-1]),
+            _tensor(ATTENTION_MASK, "TYPE_INT64", [-1]),
             _tensor(TRUNCATED, "TYPE_BOOL", [1]),
         ],
         "dynamic_batching": _dynamic_batching(batching),
@@ -162,10 +157,9 @@ def classifier_config(
         # On CPU the Python-backend runner pads the requests of a batch itself, so requests of
         # different lengths may batch together; the onnxruntime backend needs equal shapes.
         "input": [
-            _tensor(name, "TYPE_INT64", [-1], **({} if gpu else {"allow_ragged_batch": True}))
-            for name in ("input_ids", "attention_mask")
+            _tensor(name, "TYPE_INT64", [-1], **({} if gpu else {"allow_ragged_batch": True})) for name in MODEL_INPUTS
         ],
-        "output": [_tensor("logits", "TYPE_FP32", [num_labels])],
+        "output": [_tensor(MODEL_OUTPUT, "TYPE_FP32", [num_labels])],
         "dynamic_batching": _dynamic_batching(batching),
         "instance_group": _instances(batching, "KIND_GPU" if gpu else "KIND_CPU"),
     }
@@ -240,12 +234,12 @@ def ensemble_config(
                 _step(
                     TOKENIZER,
                     {TEXT: TEXT},
-                    {"input_ids": "input_ids", "attention_mask": "attention_mask", TRUNCATED: INTERNAL_TRUNCATED},
+                    {INPUT_IDS: INPUT_IDS, ATTENTION_MASK: ATTENTION_MASK, TRUNCATED: INTERNAL_TRUNCATED},
                 ),
                 _step(
                     classifier,
-                    {"input_ids": "input_ids", "attention_mask": "attention_mask"},
-                    {"logits": INTERNAL_LOGITS},
+                    {INPUT_IDS: INPUT_IDS, ATTENTION_MASK: ATTENTION_MASK},
+                    {MODEL_OUTPUT: INTERNAL_LOGITS},
                 ),
                 _step(
                     POSTPROCESS,

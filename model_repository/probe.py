@@ -22,6 +22,8 @@ import sys
 import urllib.error
 import urllib.request
 
+from distil.model_repository.interface import ENSEMBLE, LABEL, TEXT
+
 # Triton's messages when its dynamic batcher's queue policy rejects a request (REJECT action).
 OVERLOAD_MESSAGES = ("Exceeds maximum queue size", "Request timeout expired")
 PROBE_TEXT = "probe"
@@ -34,8 +36,8 @@ def probe(host: str, port: int, model: str, timeout_s: float) -> tuple[bool, str
     """(alive, what happened) for one inference of ``PROBE_TEXT`` on ``model``."""
     body = json.dumps(
         {
-            "inputs": [{"name": "TEXT", "shape": [1, 1], "datatype": "BYTES", "data": [PROBE_TEXT]}],
-            "outputs": [{"name": "LABEL"}],
+            "inputs": [{"name": TEXT, "shape": [1, 1], "datatype": "BYTES", "data": [PROBE_TEXT]}],
+            "outputs": [{"name": LABEL}],
             "parameters": {PROBE_PARAMETER: True},
         }
     ).encode()
@@ -57,7 +59,7 @@ def probe(host: str, port: int, model: str, timeout_s: float) -> tuple[bool, str
         reason = getattr(exc, "reason", exc)
         return False, f"no answer from {model} at {host}:{port} within {timeout_s:g}s: {reason}"
     outputs = {o.get("name"): o for o in answer.get("outputs", [])}
-    if "LABEL" not in outputs or not outputs["LABEL"].get("data"):
+    if LABEL not in outputs or not outputs[LABEL].get("data"):
         return False, f"{model} answered without a LABEL: {str(answer)[:200]}"
     return True, f"ok: {outputs['LABEL']['data'][0]}"
 
@@ -73,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Exit 0 if the served model answers one real inference.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000, help="Triton's HTTP port.")
-    parser.add_argument("--model", default="distilbert")
+    parser.add_argument("--model", default=ENSEMBLE)
     parser.add_argument("--timeout", type=float, default=3.0, help="Seconds to wait for the answer.")
     args = parser.parse_args(argv)
     alive, what = probe(args.host, args.port, args.model, args.timeout)

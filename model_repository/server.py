@@ -31,6 +31,7 @@ from typing import Any
 
 from distil.errors import ConfigError, ServerError
 from distil.model_repository import access, integrity
+from distil.model_repository.interface import GRPC_PORT, HTTP_PORT, METRICS_PORT
 from distil.model_repository.supervisor import Recovery, StubSupervisor, remove_regions
 
 _FAILED_LINE = re.compile(r"failed to load|UNAVAILABLE|Address already in use|error: creating server", re.IGNORECASE)
@@ -42,9 +43,9 @@ class ServerConfig:
 
     repository: Path
     host: str = "127.0.0.1"
-    http_port: int = 8000
-    grpc_port: int = 8001
-    metrics_port: int = 8002
+    http_port: int = HTTP_PORT
+    grpc_port: int = GRPC_PORT
+    metrics_port: int = METRICS_PORT
     ready_timeout_s: float = 300.0
     exit_timeout_s: int = 10
     log_verbose: int = 0

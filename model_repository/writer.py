@@ -28,14 +28,8 @@ from distil.build.metadata import METADATA_FILE
 from distil.errors import RepositoryError
 from distil.model_repository import pbtxt
 from distil.model_repository.backends import onnx_classifier, postprocess, quality_metrics, tokenizer
-from distil.model_repository.config import (
-    CLASSIFIER,
-    ENSEMBLE,
-    POSTPROCESS,
-    TOKENIZER,
-    RepositoryConfig,
-    Target,
-)
+from distil.model_repository.config import RepositoryConfig, Target
+from distil.model_repository.interface import CLASSIFIER, ENSEMBLE, POSTPROCESS, TOKENIZER
 from distil.monitoring import baseline
 
 # Files at the repository root that a build writes (Triton only reads sub-folders).

@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 
 from distil.errors import ConfigError
-from distil.model_repository.config import ENSEMBLE, TOKENIZER
+from distil.model_repository.interface import ENSEMBLE, TOKENIZER
 
 # Placeholders the chart fills: its label matchers (namespace, release), the rate() window of the
 # serving series and the longer window of the quality series (shares need many texts to mean much).

@@ -32,6 +32,7 @@ from distil.loadtest.bench.overhead import OverheadRun, measure
 from distil.loadtest.drive.perf_analyzer import require_perf_analyzer
 from distil.loadtest.drive.protocol import Transport
 from distil.model_repository import integrity
+from distil.model_repository.interface import ENSEMBLE
 
 LAYOUTS = Path(__file__).resolve().parent / "layouts"
 STAGES = ("tokenizer", "classifier", "postprocess")
@@ -40,7 +41,7 @@ STAGES = ("tokenizer", "classifier", "postprocess")
 def single_model(repository: Path, out: Path, model_py: Path) -> Path:
     """A copy of ``repository`` whose ``distilbert`` is one Python-backend model running ``model_py``."""
     shutil.copytree(repository, out)
-    version = out / "distilbert" / "1"
+    version = out / ENSEMBLE / "1"
     version.mkdir(exist_ok=True)
     for stage, module in zip(STAGES, ("dtok", "dclf", "dpost"), strict=True):
         shutil.copy(repository / stage / "1" / "model.py", version / f"{module}.py")
@@ -52,10 +53,10 @@ def single_model(repository: Path, out: Path, model_py: Path) -> Path:
     labels = re.search(r'key: "labels"\s*value \{\s*string_value: (".*")', postprocess)
     assert labels, "no labels parameter in postprocess/config.pbtxt"
     (version / "labels.json").write_text(json.loads(labels.group(1)))
-    ensemble = (repository / "distilbert" / "config.pbtxt").read_text()
+    ensemble = (repository / ENSEMBLE / "config.pbtxt").read_text()
     head = ensemble.split("ensemble_scheduling")[0].replace('platform: "ensemble"', 'backend: "python"')
     batching = "instance_group { count: 1 kind: KIND_CPU }\ndynamic_batching { max_queue_delay_microseconds: 500 }\n"
-    (out / "distilbert" / "config.pbtxt").write_text(head + batching)
+    (out / ENSEMBLE / "config.pbtxt").write_text(head + batching)
     for stage in STAGES:
         shutil.rmtree(out / stage)
     integrity.rewrite_manifest(out)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from distil.errors import ConfigError, LoadTestError
 from distil.loadtest.analysis.cross_check import CLIENT_LIMITED_RATIO
-from distil.loadtest.record.percentiles import Percentile
+from distil.loadtest.record.percentiles import Percentile, format_figure
 from distil.loadtest.record.schema import DISTURBED_CORES, CrossCheckLevel, LoadMode, RunResult, StepResult
 
 DEFAULT_ERROR_BUDGET = 0.001
@@ -453,9 +453,10 @@ def find_knee(steps: Sequence[StepResult], rule: KneeRule | None = None) -> Knee
             if len(heavier) > 1
             else "Only one heavier step was measured, so one step decides it: add heavier steps to confirm."
         )
+        before = format_figure(previous.latency.get(rule.percentile), unit=" ms")
         message = (
             f"Knee at step {previous.index} ({previous.load_label}, "
-            f"{previous.achieved_rps:.1f} rps achieved, {percentile} {_ms(previous.latency.get(rule.percentile))}): "
+            f"{previous.achieved_rps:.1f} rps achieved, {percentile} {before}): "
             f"going to step {current.index} ({current.load_label}) {' and '.join(parts)} "
             f"(rule: gain < {rule.min_throughput_gain:g} or latency growth ≥ "
             f"{rule.max_latency_growth:g}×). {evidence}"
@@ -580,10 +581,6 @@ def capacity_gate(capacity: CapacityResult, required_rps: float) -> GateResult:
 
 def _error_kinds(errors: Mapping[str, int]) -> str:
     return ", ".join(f"{kind}: {count}" for kind, count in sorted(errors.items())) or "no errors"
-
-
-def _ms(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.1f} ms"
 
 
 def _join(items: Sequence[int]) -> str:

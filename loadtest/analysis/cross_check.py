@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from distil.loadtest.record.percentiles import format_figure
 from distil.loadtest.record.schema import CrossCheckLevel, RunResult, StepResult
 
 # distil below this share of perf_analyzer's throughput at the same concurrency: the Python client, not
@@ -20,16 +21,12 @@ CROSS_CHECK_COLUMNS = (
 )
 
 
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
-
-
 def _cores(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
 def _latencies(p50: float | None, p95: float | None, p99: float | None) -> str:
-    return f"{_ms(p50)} / {_ms(p95)} / {_ms(p99)} ms"
+    return f"{format_figure(p50)} / {format_figure(p95)} / {format_figure(p99)} ms"
 
 
 def pairs(run: RunResult) -> list[tuple[StepResult, CrossCheckLevel]]:

@@ -21,9 +21,9 @@ from distil.loadtest.analysis.thresholds import (
     HpaRecommendation,
     values_overlay_yaml,
 )
-from distil.loadtest.record.percentiles import Percentile
+from distil.loadtest.record.percentiles import Percentile, format_figure
 from distil.loadtest.record.schema import CPU_COLUMN, LoadMode, RunResult
-from distil.model_repository.config import CLASSIFIER
+from distil.model_repository.interface import CLASSIFIER
 from distil.monitoring.series import adapter_rules, dump
 
 if TYPE_CHECKING:
@@ -83,10 +83,6 @@ class ReportFiles:
 
 def fmt_rps(value: float) -> str:
     return f"{value:.1f}"
-
-
-def fmt_ms(value: float | None) -> str:
-    return "–" if value is None else f"{value:.2f}"
 
 
 def fmt_rate(value: float) -> str:
@@ -149,8 +145,8 @@ def step_table(run: RunResult, analysis: Analysis) -> Table:
                 str(step.requests),
                 str(step.error_count),
                 fmt_rate(step.error_rate),
-                *(fmt_ms(step.latency.get(p)) for p in Percentile),
-                fmt_ms(step.latency.max_ms),
+                *(format_figure(step.latency.get(p), decimals=2) for p in Percentile),
+                format_figure(step.latency.max_ms, decimals=2),
                 str(step.late),
                 step.cpu_label(),
                 "yes" if not misses else "no (" + ", ".join(misses) + ")",

@@ -10,7 +10,7 @@ from typing import Any
 
 from distil.errors import ConfigError
 from distil.model_repository import pbtxt
-from distil.model_repository.config import CLASSIFIER, ENSEMBLE, TOKENIZER
+from distil.model_repository.interface import CLASSIFIER, ENSEMBLE, TOKENIZER
 
 # Kinds of path, in the order they are measured and printed.
 EAGER = "pytorch-eager"

@@ -13,6 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from distil.model_repository.interface import MODEL_INPUTS, MODEL_OUTPUT
+from distil.ort_session import cpu_session
+
 MODEL_ENV = "DISTIL_BASELINE_ONNX"
 TOKENIZER_ENV = "DISTIL_BASELINE_TOKENIZER"
 LABELS_ENV = "DISTIL_BASELINE_LABELS"
@@ -22,13 +25,12 @@ PREDICT_PATH = "/predict"
 
 def create_app() -> Any:
     """The FastAPI app, with the model and tokenizer loaded once per worker process."""
-    import onnxruntime as ort
     from fastapi import FastAPI
     from pydantic import BaseModel
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(Path(os.environ[TOKENIZER_ENV]), use_fast=True)
-    session = ort.InferenceSession(os.environ[MODEL_ENV], providers=["CPUExecutionProvider"])
+    session = cpu_session(Path(os.environ[MODEL_ENV]))
     labels = os.environ.get(LABELS_ENV, "").split(",")
     max_length = int(os.environ.get(MAX_LENGTH_ENV, "512"))
 
@@ -44,8 +46,8 @@ def create_app() -> Any:
     @app.post(PREDICT_PATH)
     def predict(body: Texts) -> dict[str, Any]:
         encoded = tokenizer(body.texts, truncation=True, max_length=max_length, padding=True, return_tensors="np")
-        feeds = {name: encoded[name].astype(np.int64) for name in ("input_ids", "attention_mask")}
-        logits = session.run(["logits"], feeds)[0]
+        feeds = {name: encoded[name].astype(np.int64) for name in MODEL_INPUTS}
+        logits = session.run([MODEL_OUTPUT], feeds)[0]
         shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
         probabilities = shifted / shifted.sum(axis=-1, keepdims=True)
         top = probabilities.argmax(axis=-1)

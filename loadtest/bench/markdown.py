@@ -11,11 +11,8 @@ from pathlib import Path
 
 from distil.loadtest.bench.config import BenchResult, PathResult
 from distil.loadtest.bench.cpu_time import CLIENT
-from distil.model_repository.config import TOKENIZER
-
-
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
+from distil.loadtest.record.percentiles import format_figure
+from distil.model_repository.interface import TOKENIZER
 
 
 def _x(value: float | None) -> str:
@@ -47,7 +44,7 @@ def to_markdown(result: BenchResult) -> str:
             if at is None:
                 cells.append("-")
                 continue
-            cell = f"{_ms(at.p50_ms)} / {_ms(at.p95_ms)} / {_ms(at.p99_ms)}"
+            cell = f"{format_figure(at.p50_ms)} / {format_figure(at.p95_ms)} / {format_figure(at.p99_ms)}"
             if at.achieved_rps < 0.95 * rate:
                 cell += f" (kept up with {at.achieved_rps:.1f} req/s)"
             if at.errors:
@@ -68,8 +65,8 @@ def to_markdown(result: BenchResult) -> str:
         for path in served:
             for model, stats in sorted(path.server.items()):
                 lines.append(
-                    f"| {path.name} | {model} | {_ms(stats['avg_batch'])} | {_ms(stats['queue_us_per_request'])} | "
-                    f"{_ms(stats['compute_us_per_exec'])} |"
+                    f"| {path.name} | {model} | {format_figure(stats['avg_batch'])} | "
+                    f"{format_figure(stats['queue_us_per_request'])} | {format_figure(stats['compute_us_per_exec'])} |"
                 )
     lines += _cpu_table(result.paths)
     for name, why in result.skipped.items():
@@ -99,7 +96,7 @@ def _cpu_table(paths: Sequence[PathResult]) -> list[str]:
         "| --- |" + " --- |" * (len(roles) + 2),
     ]
     for path in measured:
-        cells = [_ms(path.cpu_ms_per_request.get(role)) for role in roles]
+        cells = [format_figure(path.cpu_ms_per_request.get(role)) for role in roles]
         total = sum(path.cpu_ms_per_request.values())
         busy = "-" if path.cpu_utilisation is None else f"{100 * path.cpu_utilisation:.0f}%"
         lines.append(f"| {path.name} | " + " | ".join(cells) + f" | {total:.1f} | {busy} |")

@@ -61,8 +61,7 @@ from distil.loadtest.record.recorder import Recorder, StepRecord
 from distil.loadtest.record.schema import LoadMode, StepResult
 from distil.loadtest.record.scrape import metrics_endpoint, scrape
 from distil.model_repository.server import ServerConfig, TritonServer
-
-Progress = Callable[[str], None]
+from distil.progress import Progress, no_progress
 
 
 def _same(requester: Requester) -> Requester:
@@ -239,7 +238,7 @@ def _fixed_rates(
         results[path.name] = replace(results[path.name], rates=tuple(measured[path.name]))
 
 
-def run_bench(config: BenchConfig, progress: Progress = lambda _: None) -> BenchResult:
+def run_bench(config: BenchConfig, progress: Progress = no_progress) -> BenchResult:
     """Measure every path; the Triton server and the FastAPI baselines are started and stopped here."""
     info = RepositoryInfo.read(config.repository)
     precisions = config.precisions or tuple(sorted(info.ensembles, key=lambda p: (p != "fp32", p)))

@@ -31,6 +31,7 @@ from distil.loadtest.drive.protocol import Transport
 from distil.loadtest.drive.shapes import LoadTestConfig
 from distil.loadtest.record.prometheus import parse_triton_metrics
 from distil.loadtest.record.scrape import scrape
+from distil.model_repository.interface import ENSEMBLE
 from distil.model_repository.server import ServerConfig, TritonServer
 
 MODEL_ROLE = "classifier"  # the model's own process on a CPU repository; everything else is overhead
@@ -60,7 +61,7 @@ def _served(metrics_url: str) -> float:
     text = scrape(metrics_url)
     if text is None:
         raise LoadTestError(f"could not read Triton's metrics at {metrics_url}.")
-    model = parse_triton_metrics(text).get("distilbert")
+    model = parse_triton_metrics(text).get(ENSEMBLE)
     return model.request_success if model else 0.0
 
 

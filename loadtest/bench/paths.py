@@ -27,27 +27,26 @@ from distil.loadtest.drive.protocol import (
     Target,
     http_error_kind,
 )
+from distil.model_repository.interface import ATTENTION_MASK, INPUT_IDS, MODEL_OUTPUT
 from distil.model_repository.server import free_port
+from distil.ort_session import cpu_session
 
 
 class InProcessOnnx:
     """Tokenizer + ONNX Runtime in this process, as a script would run the model (shared by all threads)."""
 
     def __init__(self, info: RepositoryInfo, precision: str) -> None:
-        import onnxruntime as ort
 
         from distil.model_repository.backends.tokenizer import TextTokenizer
 
         self.tokenizer = TextTokenizer(
             info.tokenizer_dir / "tokenizer.json", info.max_length, info.pad_id, info.pad_token
         )
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(info.onnx_file(precision)), options, providers=["CPUExecutionProvider"])
+        self.session = cpu_session(info.onnx_file(precision))
 
     def infer(self, texts: Sequence[str]) -> None:
         batch = self.tokenizer(texts)
-        self.session.run(["logits"], {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask})
+        self.session.run([MODEL_OUTPUT], {INPUT_IDS: batch.input_ids, ATTENTION_MASK: batch.attention_mask})
 
     def close(self) -> None:
         pass
@@ -71,7 +70,7 @@ class PyTorchEager:
             list(texts), truncation=True, max_length=self.max_length, padding=True, return_tensors="pt"
         )
         with torch.inference_mode():
-            self.model(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"])
+            self.model(input_ids=encoded[INPUT_IDS], attention_mask=encoded[ATTENTION_MASK])
 
     def close(self) -> None:
         pass

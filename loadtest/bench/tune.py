@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from enum import Enum
 from pathlib import Path
@@ -35,13 +34,13 @@ from distil.loadtest.bench.config import RepositoryInfo
 from distil.loadtest.bench.measure import closed_loop
 from distil.loadtest.drive.corpus import TextSampler, read_corpus
 from distil.loadtest.drive.protocol import HttpRequester, Target
-from distil.loadtest.record.percentiles import Percentile
+from distil.loadtest.record.percentiles import Percentile, format_figure
 from distil.model_repository import pbtxt
-from distil.model_repository.config import CLASSIFIER, ENSEMBLE, POSTPROCESS, TOKENIZER
 from distil.model_repository.integrity import require_match, rewrite_manifest
+from distil.model_repository.interface import CLASSIFIER, ENSEMBLE, POSTPROCESS, TOKENIZER
 from distil.model_repository.server import ServerConfig, TritonServer
+from distil.progress import Progress, no_progress
 
-Progress = Callable[[str], None]
 PREFERRED = ("none", "max", "half")  # preferred_batch_size: none, [max], [max/2, max]
 
 
@@ -342,7 +341,7 @@ def _classifier_of(repository: Path, model: str) -> str:
     return classifier
 
 
-def run_tune(config: TuneConfig, progress: Progress = lambda _: None) -> TuneResult:
+def run_tune(config: TuneConfig, progress: Progress = no_progress) -> TuneResult:
     """Search, then write the chosen point into ``config.repository`` (unless ``write`` is off)."""
     with tempfile.TemporaryDirectory(prefix="distil-tune-") as tmp:
         tuner = _Tuner(config, Path(tmp), progress)
@@ -368,10 +367,6 @@ def run_tune(config: TuneConfig, progress: Progress = lambda _: None) -> TuneRes
 # ------------------------------------------------------------------------------------------- reports
 
 
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
-
-
 def to_markdown(result: TuneResult) -> str:
     lines = [
         f"Machine: {result.machine}. Model `{result.model}` of `{result.repository}`; SLO {result.percentile} ≤ "
@@ -386,15 +381,16 @@ def to_markdown(result: TuneResult) -> str:
         mark = " **chosen**" if t.index == result.chosen else ""
         lines.append(
             f"| {t.index} | {t.stage} | {p.max_batch_size} | {p.max_queue_delay_us} | {p.preferred} | "
-            f"{p.tokenizer_instances} | {p.classifier_instances} | {t.duration_s:g} | {t.rps:.1f} | {_ms(t.p95_ms)} | "
-            f"{_ms(t.p99_ms)} | {t.errors} | {'met' if t.meets_slo else 'missed'}{mark} |"
+            f"{p.tokenizer_instances} | {p.classifier_instances} | {t.duration_s:g} | {t.rps:.1f} | "
+            f"{format_figure(t.p95_ms)} | {format_figure(t.p99_ms)} | {t.errors} | "
+            f"{'met' if t.meets_slo else 'missed'}{mark} |"
         )
     best = result.best
     lines.append("")
     if best is None:
         lines.append("No point met the SLO; nothing was written. Relax the SLO or lower --concurrency.")
     else:
-        lines.append(f"Chosen: {best.point.label()} — {best.rps:.1f} req/s, p99 {_ms(best.p99_ms)} ms.")
+        lines.append(f"Chosen: {best.point.label()} — {best.rps:.1f} req/s, p99 {format_figure(best.p99_ms)} ms.")
     return "\n".join(lines) + "\n"
 
 

@@ -32,8 +32,8 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from distil.errors import ConfigError
-from distil.model_repository.config import ENSEMBLE
-from distil.model_repository.pbtxt import LABEL, LOGITS, PROBABILITIES, TEXT, TRUNCATED
+from distil.model_repository import interface
+from distil.model_repository.interface import ENSEMBLE, LABEL, LOGITS, PROBABILITIES, TEXT, TRUNCATED
 
 OUTPUTS = (LABEL, PROBABILITIES, LOGITS, TRUNCATED)
 _LOOPBACK_NAMES = {"localhost"}
@@ -46,6 +46,10 @@ class Transport(str, Enum):
     http = "http"
     http_binary = "http-binary"
     grpc = "grpc"
+
+    @property
+    def protocol(self) -> interface.Protocol:
+        return interface.Protocol.grpc if self is Transport.grpc else interface.Protocol.http
 
 
 class RequestError(Exception):
@@ -419,4 +423,4 @@ def make_requester(transport: Transport, target: Target, model: str = ENSEMBLE, 
 
 
 def default_port(transport: Transport) -> int:
-    return 8001 if transport is Transport.grpc else 8000
+    return transport.protocol.default_port

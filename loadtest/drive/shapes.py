@@ -17,7 +17,7 @@ from pathlib import Path
 from distil.errors import ConfigError
 from distil.loadtest.drive.protocol import Target, Transport, default_port, parse_target
 from distil.loadtest.record.schema import LoadMode
-from distil.model_repository.config import ENSEMBLE
+from distil.model_repository.interface import ENSEMBLE, METRICS_PORT
 
 MAX_RUN_S = 3600.0
 MIN_STEP_S = 1.0
@@ -90,7 +90,7 @@ class LoadTestConfig:
     max_requests: int = 1_000_000
     request_timeout_s: float = 30.0
     max_in_flight: int = 64
-    metrics_url: str | None = "127.0.0.1:8002"
+    metrics_url: str | None = f"127.0.0.1:{METRICS_PORT}"
     spawn_rate: float | None = None  # users started per second; None: :func:`spawn_rate`
     # The server's admin key, for perf_analyzer, which reads the model config (a restricted API).
     admin_key: str | None = field(default=None, repr=False)
@@ -109,7 +109,7 @@ class LoadTestConfig:
         object.__setattr__(self, "steps", tuple(self.steps))
         parse_target(self.url, default_port(self.transport), self.remote_target)  # readable, loopback unless remote
         if self.metrics_url:
-            parse_target(self.metrics_url, 8002, self.remote_target)
+            parse_target(self.metrics_url, METRICS_PORT, self.remote_target)
         if self.processes < 1 or self.expect_workers < 0:
             raise ConfigError(
                 f"--processes must be ≥ 1 and --expect-workers ≥ 0, got {self.processes} and {self.expect_workers}."

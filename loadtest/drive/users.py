@@ -30,6 +30,7 @@ from distil.loadtest.drive.protocol import (
 )
 from distil.loadtest.drive.request_loop import send_one
 from distil.loadtest.record.recorder import Recorder
+from distil.model_repository.interface import ENSEMBLE
 
 RECORDER = Recorder()
 # Set by the distil plan (if any): the run's request bound; `draining` while the last requests finish.
@@ -48,7 +49,7 @@ def _options(parser: Any) -> None:
         env_var="DISTIL_TRANSPORT",
         help="http (KServe v2 JSON), http-binary (binary tensor extension) or grpc (host 127.0.0.1:8001)",
     )
-    group.add_argument("--model-name", default="distilbert", env_var="DISTIL_MODEL", help="Triton model to query")
+    group.add_argument("--model-name", default=ENSEMBLE, env_var="DISTIL_MODEL", help="Triton model to query")
     group.add_argument("--batch-size", type=int, default=1, env_var="DISTIL_BATCH_SIZE", help="texts per request")
     group.add_argument("--corpus", default="", env_var="DISTIL_CORPUS", help="UTF-8 file, one text per line")
     group.add_argument(
@@ -92,7 +93,7 @@ class TritonUser(User):
     def on_start(self) -> None:
         options = self.environment.parsed_options
         self.transport = Transport(getattr(options, "transport", Transport.http.value))
-        self.model = getattr(options, "model_name", "distilbert")
+        self.model = getattr(options, "model_name", ENSEMBLE)
         corpus = getattr(options, "corpus", "")
         seed = getattr(options, "seed", -1)
         try:

@@ -13,6 +13,14 @@ import numpy as np
 from distil.errors import LoadTestError
 from distil.loadtest.record.fields import optional_number
 
+MISSING = "n/a"  # a figure that was not measured (a latency without a successful request), everywhere
+
+
+def format_figure(value: float | None, decimals: int = 1, unit: str = "") -> str:
+    """A measured figure (most often a latency in ms) for a table or report: ``12.3``, ``12.3 ms`` with
+    ``unit=" ms"``, or n/a."""
+    return MISSING if value is None else f"{value:.{decimals}f}{unit}"
+
 
 class Percentile(str, Enum):
     """The latency percentiles every step records."""

@@ -18,8 +18,9 @@ import pytest
 from typer.testing import CliRunner
 
 from distil.cli.app import app
-from distil.model_repository.client import Classifier, Protocol
+from distil.model_repository.client import Classifier
 from distil.model_repository.integrity import rewrite_manifest
+from distil.model_repository.interface import Protocol
 from distil.model_repository.server import TritonServer, free_port, free_ports
 from tests.conftest import Reference, start_server
 

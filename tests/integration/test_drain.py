@@ -15,8 +15,11 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
+from distil.loadtest.record.prometheus import parse_triton_metrics
+from distil.loadtest.record.scrape import scrape
 from distil.model_repository import pbtxt
 from distil.model_repository.integrity import rewrite_manifest
+from distil.model_repository.interface import TOKENIZER
 from distil.model_repository.server import free_ports
 from distil.model_repository.supervisor import children_of, process_alive, stubs_of
 from tests.integration.test_cli import _serve, _wait_for_line
@@ -37,6 +40,18 @@ def _infer(module: Any, url: str) -> tuple[float, np.ndarray]:
         return time.monotonic(), result.as_numpy("LABEL")
     finally:
         client.close()
+
+
+def _wait_until_tokenized(metrics_port: int, requests: int, timeout_s: float = 60.0) -> None:
+    """Until Triton's tokenizer has answered ``requests`` requests (a fixed sleep raced a busy machine)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        text = scrape(f"http://127.0.0.1:{metrics_port}/metrics")
+        tokenizer = parse_triton_metrics(text).get(TOKENIZER) if text else None
+        if tokenizer is not None and tokenizer.request_success >= requests:
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"the tokenizer did not answer {requests} requests within {timeout_s:g} s")
 
 
 def test_sigterm_answers_in_flight_requests_exits_cleanly_and_leaves_no_process(
@@ -71,7 +86,7 @@ def test_sigterm_answers_in_flight_requests_exits_cleanly_and_leaves_no_process(
         with ThreadPoolExecutor(max_workers=REQUESTS) as pool:
             futures = [pool.submit(send, i) for i in range(REQUESTS)]
             started.wait()
-            time.sleep(0.1)  # every request is in Triton by now
+            _wait_until_tokenized(metrics, REQUESTS)  # every request is past the tokenizer, in Triton
             terminated = time.monotonic()
             process.send_signal(signal.SIGTERM)
             answers = [f.result(timeout=60) for f in futures]

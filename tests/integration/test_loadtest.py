@@ -96,7 +96,8 @@ def overload_server(tmp_path_factory: pytest.TempPathFactory):
     """A classifier that runs one request at a time and queues at most 2: easy to overload."""
     from dataclasses import replace
 
-    from distil.model_repository.config import CLASSIFIER, RepositoryConfig
+    from distil.model_repository.config import RepositoryConfig
+    from distil.model_repository.interface import CLASSIFIER
     from tests.conftest import build_repository, start_server
 
     batching = dict(RepositoryConfig().batching)

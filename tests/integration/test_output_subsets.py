@@ -16,7 +16,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from distil.model_repository.pbtxt import PUBLIC_OUTPUTS
+from distil.model_repository.interface import PUBLIC_OUTPUTS
 from distil.model_repository.server import TritonServer
 
 pytestmark = pytest.mark.integration

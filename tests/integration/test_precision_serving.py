@@ -12,7 +12,8 @@ import yaml
 
 from distil.build import text_data
 from distil.build.variants import Precision, PrecisionConfig
-from distil.model_repository.client import Classifier, Protocol
+from distil.model_repository.client import Classifier
+from distil.model_repository.interface import Protocol
 from distil.model_repository.server import TritonServer
 from tests.conftest import Reference, build_repository, start_server
 from tests.integration.prometheus_harness import render

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from distil.model_repository.backends.postprocess import softmax
-from distil.model_repository.client import Classifier, Protocol
+from distil.model_repository.client import Classifier
+from distil.model_repository.interface import Protocol
 from distil.model_repository.server import TritonServer
 from tests.conftest import Reference
 
