@@ -51,10 +51,10 @@ from distil.loadtest.drive import request_loop
 from distil.loadtest.drive.corpus import TextSampler, read_corpus
 from distil.loadtest.drive.open_loop import run_open_step
 from distil.loadtest.drive.protocol import (
+    Endpoint,
     GrpcRequester,
     HttpRequester,
     Requester,
-    Target,
 )
 from distil.loadtest.record.prometheus import ModelMetrics
 from distil.loadtest.record.recorder import Recorder, StepRecord
@@ -269,14 +269,14 @@ def run_bench(config: BenchConfig, progress: Progress = no_progress) -> BenchRes
                     clients: dict[str, Callable[[], Requester]] = {
                         TRITON_HTTP: functools.partial(
                             HttpRequester,
-                            Target(server_config.host, server_config.http_port),
+                            Endpoint(server_config.host, server_config.http_port),
                             ensemble,
                             binary=True,
                             timeout_s=config.request_timeout_s,
                         ),
                         TRITON_GRPC: functools.partial(
                             GrpcRequester,
-                            Target(server_config.host, server_config.grpc_port),
+                            Endpoint(server_config.host, server_config.grpc_port),
                             ensemble,
                             config.request_timeout_s,
                         ),

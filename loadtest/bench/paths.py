@@ -21,10 +21,10 @@ from distil.errors import LoadTestError
 from distil.loadtest.bench import fastapi_baseline
 from distil.loadtest.bench.config import FASTAPI, FASTAPI_ROLE, RepositoryInfo
 from distil.loadtest.drive.protocol import (
+    Endpoint,
     HttpConnection,
     Requester,
     RequestError,
-    Target,
     http_error_kind,
 )
 from distil.model_repository.interface import ATTENTION_MASK, INPUT_IDS, MODEL_OUTPUT
@@ -80,7 +80,7 @@ class FastApiRequester:
     """``POST /predict`` with a JSON body on one keep-alive connection."""
 
     def __init__(self, port: int, timeout_s: float) -> None:
-        self._connection = HttpConnection(Target("127.0.0.1", port), timeout_s)
+        self._connection = HttpConnection(Endpoint("127.0.0.1", port), timeout_s)
 
     def infer(self, texts: Sequence[str]) -> None:
         body = json.dumps({"texts": list(texts)}).encode("utf-8")

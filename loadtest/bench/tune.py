@@ -33,7 +33,7 @@ from distil.loadtest.analysis.capacity import CapacityCriteria, judge_step
 from distil.loadtest.bench.config import RepositoryInfo
 from distil.loadtest.bench.measure import closed_loop
 from distil.loadtest.drive.corpus import TextSampler, read_corpus
-from distil.loadtest.drive.protocol import HttpRequester, Target
+from distil.loadtest.drive.protocol import Endpoint, HttpRequester
 from distil.loadtest.record.percentiles import Percentile, format_figure
 from distil.model_repository import pbtxt
 from distil.model_repository.integrity import require_match, rewrite_manifest
@@ -262,7 +262,7 @@ class _Tuner:
     def measure(self, point: TunePoint, stage: str, duration_s: float) -> Trial:
         apply_point(self.copy, self.classifier, point)
         server_config = ServerConfig.on_free_ports(self.copy, ready_timeout_s=300)
-        target = Target(server_config.host, server_config.http_port)
+        target = Endpoint(server_config.host, server_config.http_port)
         with TritonServer(server_config):
             users = self.config.concurrency
             requesters = [HttpRequester(target, self.config.model, binary=True) for _ in range(users)]

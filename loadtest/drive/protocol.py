@@ -71,7 +71,7 @@ class Requester(Protocol):
 
 
 @dataclass(frozen=True)
-class Target:
+class Endpoint:
     """The address of a Triton endpoint (loopback unless a run says its target is remote)."""
 
     host: str
@@ -83,8 +83,8 @@ class Target:
         return f"{host}:{self.port}"
 
 
-def parse_target(url: str, default_port: int, remote: bool = False) -> Target:
-    """``127.0.0.1:8000``, ``http://localhost:8000`` or ``grpc://[::1]:8001`` → Target; loopback only unless
+def parse_target(url: str, default_port: int, remote: bool = False) -> Endpoint:
+    """``127.0.0.1:8000``, ``http://localhost:8000`` or ``grpc://[::1]:8001`` → Endpoint; loopback only unless
     ``remote``.
 
     Load tests saturate what they point at, so by default they only target this machine: a remote
@@ -109,7 +109,7 @@ def parse_target(url: str, default_port: int, remote: bool = False) -> Target:
                 f"load tests only target this machine's loopback address (127.0.0.1, ::1, localhost); got "
                 f"{host!r}. Run distil on the server's host, or port-forward it to 127.0.0.1."
             )
-    return Target(host, port or default_port)
+    return Endpoint(host, port or default_port)
 
 
 def _message(text: str) -> str:
@@ -206,7 +206,7 @@ class HttpConnection:
     of Content-Length bytes, chunks, or everything until the server closes. ``timeout_s`` bounds the
     whole exchange, not each socket operation. Gevent-friendly once patched."""
 
-    def __init__(self, target: Target, timeout_s: float = 30.0) -> None:
+    def __init__(self, target: Endpoint, timeout_s: float = 30.0) -> None:
         self.target = target
         self.timeout_s = timeout_s
         self._socket: socket.socket | None = None
@@ -332,7 +332,7 @@ class HttpConnection:
 class HttpRequester:
     """KServe v2 HTTP on one keep-alive connection; one-text requests are encoded once per process."""
 
-    def __init__(self, target: Target, model: str = ENSEMBLE, binary: bool = False, timeout_s: float = 30.0) -> None:
+    def __init__(self, target: Endpoint, model: str = ENSEMBLE, binary: bool = False, timeout_s: float = 30.0) -> None:
         self.target = target
         self.path = f"/v2/models/{model}/infer"
         self.encode = binary_request if binary else json_request
@@ -361,7 +361,7 @@ _MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 class GrpcRequester:
     """Triton's ModelInfer over one gRPC channel, each distinct batch's message serialized once."""
 
-    def __init__(self, target: Target, model: str = ENSEMBLE, timeout_s: float = 30.0) -> None:
+    def __init__(self, target: Endpoint, model: str = ENSEMBLE, timeout_s: float = 30.0) -> None:
         import grpc
         from tritonclient.grpc import service_pb2
 
@@ -416,7 +416,7 @@ def grpc_error_kind(exc: Exception) -> str:
     return f"grpc_{code}: {_message(text)}" if text else f"grpc_{code}"
 
 
-def make_requester(transport: Transport, target: Target, model: str = ENSEMBLE, timeout_s: float = 30.0) -> Requester:
+def make_requester(transport: Transport, target: Endpoint, model: str = ENSEMBLE, timeout_s: float = 30.0) -> Requester:
     if transport is Transport.grpc:
         return GrpcRequester(target, model, timeout_s)
     return HttpRequester(target, model, binary=transport is Transport.http_binary, timeout_s=timeout_s)

@@ -15,7 +15,7 @@ from enum import Enum
 from pathlib import Path
 
 from distil.errors import ConfigError
-from distil.loadtest.drive.protocol import Target, Transport, default_port, parse_target
+from distil.loadtest.drive.protocol import Endpoint, Transport, default_port, parse_target
 from distil.loadtest.record.schema import LoadMode
 from distil.model_repository.interface import ENSEMBLE, METRICS_PORT
 
@@ -163,7 +163,7 @@ class LoadTestConfig:
         return self.processes > 1 or self.expect_workers > 0
 
     @property
-    def endpoint(self) -> Target:
+    def endpoint(self) -> Endpoint:
         return parse_target(self.url, default_port(self.transport), self.remote_target)
 
     @property
