@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -88,53 +87,37 @@ TRITON_COUNTERS: dict[str, str] = {
 }
 COUNTER_FIELDS = tuple(TRITON_COUNTERS.values())
 
-_SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})?\s+(?P<value>\S+)(?:\s+\S+)?$")
-_LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*(?:,|$)')
-_ESCAPES = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
-
-
-def _parse_labels(text: str, line_number: int) -> dict[str, str]:
-    labels: dict[str, str] = {}
-    position = 0
-    while position < len(text.rstrip()):
-        match = _LABEL.match(text, position)
-        if match is None:
-            raise LoadTestError(f"Cannot parse the labels on line {line_number} of the metrics: {{{text}}}.")
-        labels[match.group(1)] = re.sub(r"\\[\\\"n]", lambda m: _ESCAPES[m.group(0)], match.group(2))
-        position = match.end()
-    return labels
-
 
 def parse_triton_metrics(text: str) -> dict[str, ModelMetrics]:
     """Per-model ``nv_inference_*`` counters from the Prometheus text of Triton's ``/metrics``.
 
-    Samples are summed over every label except ``model`` (versions, failure ``reason``, and the
-    ``gpu_uuid`` older Tritons add). Other metrics (GPU, CPU, gauges, summaries) are ignored.
-    Raises LoadTestError if a line cannot be parsed or a tracked sample lacks a ``model`` label.
+    Parsed by ``prometheus_client``. Samples are summed over every label except ``model`` (versions,
+    failure ``reason``, and the ``gpu_uuid`` older Tritons add). Other metrics (GPU, CPU, gauges,
+    summaries) are ignored. Raises LoadTestError if the text is not Prometheus' text format (a proxy's
+    error page, say) or a tracked sample lacks a ``model`` label.
     """
+    from prometheus_client.parser import text_string_to_metric_families
+
     totals: dict[str, dict[str, float]] = {}
-    for line_number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        match = _SAMPLE.match(line)
-        if match is None:
-            raise LoadTestError(f"Line {line_number} of the metrics is not a Prometheus sample: {line!r}.")
-        field_name = TRITON_COUNTERS.get(match.group("name"))
+    try:
+        families = list(text_string_to_metric_families(text))
+    except ValueError as exc:
+        raise LoadTestError(
+            f"The metrics are not a Prometheus sample text ({exc}); is this Triton's /metrics?"
+        ) from None
+    for family in families:
+        field_name = TRITON_COUNTERS.get(family.name)
         if field_name is None:
             continue
-        labels = _parse_labels(match.group("labels") or "", line_number)
-        model = labels.get("model")
-        if not model:
-            raise LoadTestError(
-                f"Line {line_number}: {match.group('name')} has no model label; is this Triton's /metrics?"
-            )
-        try:
-            value = float(match.group("value"))
-        except ValueError as exc:
-            raise LoadTestError(f"Line {line_number}: {match.group('value')!r} is not a number.") from exc
-        per_model = totals.setdefault(model, dict.fromkeys(COUNTER_FIELDS, 0.0))
-        per_model[field_name] += value
+        # The parser names a counter's samples <name>_total (and <name>_created, a timestamp: not counted).
+        for sample in family.samples:
+            if sample.name not in (family.name, f"{family.name}_total"):
+                continue
+            model = sample.labels.get("model")
+            if not model:
+                raise LoadTestError(f"{family.name} has no model label; is this Triton's /metrics?")
+            per_model = totals.setdefault(model, dict.fromkeys(COUNTER_FIELDS, 0.0))
+            per_model[field_name] += float(sample.value)
     return {model: ModelMetrics(model, **counters) for model, counters in sorted(totals.items())}
 
 

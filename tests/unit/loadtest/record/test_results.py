@@ -105,7 +105,7 @@ def test_parser_rejects_tracked_counter_without_model_label() -> None:
 
 
 def test_parser_rejects_text_that_is_not_prometheus() -> None:
-    with pytest.raises(LoadTestError, match="Line 2 .* not a Prometheus sample"):
+    with pytest.raises(LoadTestError, match="not a Prometheus sample text .*502 Bad Gateway"):
         parse_triton_metrics("# HELP x y\n<html><body>502 Bad Gateway</body></html>\n")
 
 
