@@ -34,7 +34,7 @@ def demo(
     from distil.build.pipeline import BuildConfig, build_engines
     from distil.model_repository.client import Classifier
     from distil.model_repository.interface import Protocol
-    from distil.model_repository.server import ServerConfig, TritonServer
+    from distil.model_repository.server import ServerConfig, served
 
     quiet_libraries()
     with tempfile.TemporaryDirectory(prefix="distil-demo-") as scratch:
@@ -43,9 +43,7 @@ def demo(
             raise ConfigError(f"--model {model!r}: the demo runs '{TINY}' or '{EXAMPLE}'.")
         result = build_engines(BuildConfig(model=model, output=repository), stage=stage, progress=progress_note)
         config = ServerConfig.on_free_ports(repository)
-        with stage("Starting tritonserver"):
-            server = TritonServer(config).__enter__()
-        try:
+        with served(config, stage) as server:
             out.print(endpoints_table(config, server.model_states()))
             with (
                 Classifier(config.http_url, Protocol.http) as http,
@@ -57,9 +55,6 @@ def demo(
             out.print(predictions_table(predictions, title=title))
             same = all(a.label == b.label for a, b in zip(predictions, over_grpc, strict=True))
             out.print(f"gRPC returned the {'same' if same else 'DIFFERENT'} labels for the same texts.")
-        finally:
-            with stage("Stopping tritonserver"):
-                server.stop()
     if model == TINY:
         err.print(
             "The tiny model is a toy (trained seconds on template sentences): do not trust its labels.\n"

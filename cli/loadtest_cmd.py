@@ -132,17 +132,11 @@ def _served(repository: Path | None) -> Iterator[_Served]:
     if repository is None:
         yield _Served()
         return
-    from distil.model_repository.server import ServerConfig, TritonServer
+    from distil.model_repository.server import ServerConfig, served
 
     config = ServerConfig.on_free_ports(repository, ready_timeout_s=180)
-    server = TritonServer(config)
-    try:
-        with stage(f"Starting tritonserver on {repository}"):
-            server.start()
-            server.wait_until_ready()
+    with served(config, stage):
         yield _Served(config.http_url, config.grpc_url, f"{config.host}:{config.metrics_port}", config.admin_key)
-    finally:
-        server.stop()
 
 
 def _gate(run: RunResult, criteria: CapacityCriteria, required_rps: float | None) -> tuple[bool, str]:

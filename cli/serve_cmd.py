@@ -16,7 +16,7 @@ from distil.errors import ConfigError, ServerError
 from distil.model_repository import access
 from distil.model_repository.client import Classifier, Prediction
 from distil.model_repository.interface import ENSEMBLE, GRPC_PORT, HTTP_PORT, METRICS_PORT, Protocol
-from distil.model_repository.server import ServerConfig, TritonServer
+from distil.model_repository.server import ServerConfig, TritonServer, served
 from distil.model_repository.supervisor import Recovery
 
 
@@ -99,32 +99,34 @@ def serve(
     if not config.on_loopback:
         err.print(exposure_warning(config), style="yellow", highlight=False)
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    server = TritonServer(config, on_recovery=report)
     try:
-        with stage(f"Starting tritonserver on {repository}"):
-            server.start()
-            states = server.wait_until_ready()
-        out.print(endpoints_table(config, states))
-        out.print("Press Ctrl-C to stop.")
-        while not stop.wait(0.5):
-            if not server.is_running():
-                raise ServerError(f"tritonserver exited unexpectedly. From its log:\n{server.failure_summary()}")
-        with stage("Stopping tritonserver (in-flight requests finish first)"):
-            code = server.stop()
-        if code:
-            why = (
-                " (Triton 2.51 never finishes unloading a model whose stub died, so it waits out its "
-                f"{config.exit_timeout_s}s exit timeout)"
-                if server.recoveries
-                else ""
-            )
-            err.print(f"tritonserver exited with code {code}{why}.")
-        for region in server.removed_regions:
-            err.print(f"removed shared memory left by a dead stub: /dev/shm/{region}")
+        with served(config, stage, on_recovery=report) as server:
+            _serve_until_stopped(server, stop)
     finally:
-        server.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _serve_until_stopped(server: TritonServer, stop: threading.Event) -> None:
+    """Until Ctrl-C or SIGTERM: then stop the server while in-flight requests finish, and say how it went."""
+    config = server.config
+    out.print(endpoints_table(config, server.model_states()))
+    out.print("Press Ctrl-C to stop.")
+    while not stop.wait(0.5):
+        if not server.is_running():
+            raise ServerError(f"tritonserver exited unexpectedly. From its log:\n{server.failure_summary()}")
+    with stage("Stopping tritonserver (in-flight requests finish first)"):
+        code = server.stop()
+    if code:
+        why = (
+            " (Triton 2.51 never finishes unloading a model whose stub died, so it waits out its "
+            f"{config.exit_timeout_s}s exit timeout)"
+            if server.recoveries
+            else ""
+        )
+        err.print(f"tritonserver exited with code {code}{why}.")
+    for region in server.removed_regions:
+        err.print(f"removed shared memory left by a dead stub: /dev/shm/{region}")
 
 
 def _default_url(protocol: Protocol) -> str:

@@ -23,7 +23,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -33,6 +33,7 @@ from distil.errors import ConfigError, ServerError
 from distil.model_repository import access, integrity
 from distil.model_repository.interface import GRPC_PORT, HTTP_PORT, METRICS_PORT
 from distil.model_repository.supervisor import Recovery, StubSupervisor, remove_regions
+from distil.progress import Stage, no_stage
 
 _FAILED_LINE = re.compile(r"failed to load|UNAVAILABLE|Address already in use|error: creating server", re.IGNORECASE)
 
@@ -383,3 +384,15 @@ def _reap_group(pgid: int, grace_s: float = 5.0) -> None:
     if _group_alive(pgid):
         _kill_group(pgid)
         time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def served(
+    config: ServerConfig, stage: Stage = no_stage, on_recovery: Callable[[Recovery], None] | None = None
+) -> Iterator[TritonServer]:
+    """A started tritonserver with every model ready (``TritonServer``'s own context), its start shown as a
+    ``stage``; stopped when the block ends, however it ends. The CLI's commands serve this way."""
+    with contextlib.ExitStack() as stack:
+        with stage(f"Starting tritonserver on {config.repository}"):
+            server = stack.enter_context(TritonServer(config, on_recovery=on_recovery))
+        yield server
