@@ -80,9 +80,11 @@ def _max_length(requested: int | None, tokenizer_max: int, positions: int) -> in
     return requested
 
 
-def build_engines(config: BuildConfig, stage: Stage = no_stage, progress: Progress = no_progress) -> BuildResult:
-    """Run every stage; raise a DistilError subclass that says what to do if one fails. ``progress`` gets
-    lines from inside long stages (the example model's fine-tune: epoch, step, loss, time left)."""
+def build_repository(config: BuildConfig, stage: Stage = no_stage, progress: Progress = no_progress) -> BuildResult:
+    """``distil build-engines``: export, check, build the precision variants, write the Triton repository
+    (and, where TensorRT and a GPU are here, its engines: ``engines.compile_repository``). Raise a
+    DistilError subclass that says what to do if a stage fails. ``progress`` gets lines from inside long
+    stages (the example model's fine-tune: epoch, step, loss, time left)."""
     check_output(config.output)
     # GPU repositories carry the evaluation set so the TensorRT plans can be gated where they are built.
     needs_data = config.precision.gated or config.repository.target is Target.gpu

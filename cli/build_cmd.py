@@ -171,7 +171,7 @@ def build_engines(
     """Export MODEL to ONNX, check it against PyTorch, build precision variants, write a Triton repository."""
     from distil.build.accuracy import GateConfig
     from distil.build.onnx_export import ExportConfig
-    from distil.build.pipeline import BuildConfig, build_engines
+    from distil.build.pipeline import BuildConfig, build_repository
     from distil.build.variants import Precision, PrecisionConfig
 
     mode = tensorrt
@@ -220,7 +220,7 @@ def build_engines(
         tensorrt=mode,
         workspace_mib=workspace_mib,
     )
-    result = build_engines(config, stage=stage, progress=progress_note)
+    result = build_repository(config, stage=stage, progress=progress_note)
 
     out.print(files_table(result.repository, result.files))
     if result.precision is not None:

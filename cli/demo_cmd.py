@@ -31,7 +31,7 @@ def demo(
 ) -> None:
     """Offline end-to-end demo: DistilBERT -> ONNX -> Triton repository -> served -> classified."""
     from distil.build.model_source import EXAMPLE, TINY
-    from distil.build.pipeline import BuildConfig, build_engines
+    from distil.build.pipeline import BuildConfig, build_repository
     from distil.model_repository.client import Classifier
     from distil.model_repository.interface import Protocol
     from distil.model_repository.server import ServerConfig, served
@@ -41,7 +41,7 @@ def demo(
         repository = output or Path(scratch) / "repository"
         if model not in (TINY, EXAMPLE):
             raise ConfigError(f"--model {model!r}: the demo runs '{TINY}' or '{EXAMPLE}'.")
-        result = build_engines(BuildConfig(model=model, output=repository), stage=stage, progress=progress_note)
+        result = build_repository(BuildConfig(model=model, output=repository), stage=stage, progress=progress_note)
         config = ServerConfig.on_free_ports(repository)
         with served(config, stage) as server:
             out.print(endpoints_table(config, server.model_states()))

@@ -30,8 +30,8 @@ from distil.loadtest.analysis.capacity import (
 from distil.loadtest.analysis.cross_check import CROSS_CHECK_COLUMNS, cross_check_rows
 from distil.loadtest.analysis.generator import generator_sizing
 from distil.loadtest.analysis.thresholds import MetricType
+from distil.loadtest.drive.config import LoadTestConfig, Shape, build_steps, parse_levels
 from distil.loadtest.drive.protocol import Transport, default_port
-from distil.loadtest.drive.shapes import LoadTestConfig, Shape, build_steps, parse_levels
 from distil.loadtest.record.percentiles import Percentile, format_figure
 from distil.loadtest.record.schema import (
     CLIENT_BOUND_CORES,

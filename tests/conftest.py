@@ -19,12 +19,12 @@ def build_repository(model: str, output: Path, precision=None, **repository_over
     from dataclasses import replace
 
     from distil.build.engines import TensorRTMode
-    from distil.build.pipeline import BuildConfig, build_engines
+    from distil.build.pipeline import BuildConfig, build_repository
     from distil.build.variants import PrecisionConfig
     from distil.model_repository.config import RepositoryConfig
 
     repository = replace(RepositoryConfig(), **repository_overrides) if repository_overrides else RepositoryConfig()
-    return build_engines(
+    return build_repository(
         BuildConfig(
             model=model,
             output=output,

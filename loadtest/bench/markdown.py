@@ -9,8 +9,8 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from distil.loadtest.bench.config import BenchResult, PathResult
 from distil.loadtest.bench.cpu_time import CLIENT
+from distil.loadtest.bench.results import BenchResult, PathResult
 from distil.loadtest.record.percentiles import format_figure
 from distil.model_repository.interface import TOKENIZER
 

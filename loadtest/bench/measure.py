@@ -40,13 +40,11 @@ from distil.loadtest.bench.config import (
     TRITON_GRPC,
     TRITON_HTTP,
     BenchConfig,
-    BenchResult,
-    PathResult,
-    RateResult,
     RepositoryInfo,
 )
 from distil.loadtest.bench.cpu_time import CpuMeter, RoleCpu
 from distil.loadtest.bench.paths import BenchPath, InProcessOnnx, PyTorchEager, fastapi_path, fastapi_server
+from distil.loadtest.bench.results import BenchResult, PathResult, RateResult
 from distil.loadtest.drive import request_loop
 from distil.loadtest.drive.corpus import TextSampler, read_corpus
 from distil.loadtest.drive.open_loop import run_open_step
@@ -68,7 +66,7 @@ def _same(requester: Requester) -> Requester:
     return requester
 
 
-def closed_loop(
+def closed_loop_step(
     requesters: Sequence[Requester], samplers: Sequence[TextSampler], duration_s: float, metrics: str | None = None
 ) -> StepResult:
     """Each requester sends its next text as soon as the previous answer is back, for ``duration_s``."""
@@ -78,7 +76,7 @@ def closed_loop(
 def closed_loop_record(
     requesters: Sequence[Requester], samplers: Sequence[TextSampler], duration_s: float, metrics: str | None = None
 ) -> StepRecord:
-    """:func:`closed_loop`, returning the raw record (every latency) so that windows can be merged."""
+    """:func:`closed_loop_step`, returning the raw record (every latency) so that windows can be merged."""
     recorder = Recorder()
     step = recorder.begin_step(0, len(requesters), time.monotonic(), scrape(metrics))
     elapsed_s = request_loop.closed_loop(requesters, samplers, recorder, step, duration_s)

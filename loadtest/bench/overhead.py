@@ -26,9 +26,9 @@ from pathlib import Path
 
 from distil.errors import LoadTestError
 from distil.loadtest.bench.cpu_time import CLIENT, CpuMeter
+from distil.loadtest.drive.config import LoadTestConfig
 from distil.loadtest.drive.perf_analyzer import PerfAnalyzer, command, write_input_data
 from distil.loadtest.drive.protocol import Transport
-from distil.loadtest.drive.shapes import LoadTestConfig
 from distil.loadtest.record.prometheus import parse_triton_metrics
 from distil.loadtest.record.scrape import scrape
 from distil.model_repository.interface import ENSEMBLE

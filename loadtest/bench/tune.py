@@ -31,7 +31,7 @@ from distil import machine
 from distil.errors import ConfigError
 from distil.loadtest.analysis.capacity import CapacityCriteria, judge_step
 from distil.loadtest.bench.config import RepositoryInfo
-from distil.loadtest.bench.measure import closed_loop
+from distil.loadtest.bench.measure import closed_loop_step
 from distil.loadtest.drive.corpus import TextSampler, read_corpus
 from distil.loadtest.drive.protocol import Endpoint, HttpRequester
 from distil.loadtest.record.percentiles import Percentile, format_figure
@@ -268,9 +268,9 @@ class _Tuner:
             requesters = [HttpRequester(target, self.config.model, binary=True) for _ in range(users)]
             try:
                 warm = [TextSampler(self.texts, 1, self.config.seed + 10_000 + k) for k in range(users)]
-                closed_loop(requesters, warm, self.config.warmup_s)
+                closed_loop_step(requesters, warm, self.config.warmup_s)
                 samplers = [TextSampler(self.texts, 1, self.config.seed + k) for k in range(users)]
-                step = closed_loop(requesters, samplers, duration_s)
+                step = closed_loop_step(requesters, samplers, duration_s)
             finally:
                 for requester in requesters:
                     requester.close()

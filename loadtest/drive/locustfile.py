@@ -36,7 +36,7 @@ from distil.loadtest.record.cpu import local_server
 from distil.loadtest.record.scrape import scrape
 from distil.loadtest.record.recorder import StepRecord, merge_workers, progress_line
 from distil.loadtest.record.schema import LoadMode
-from distil.loadtest.drive.shapes import spawn_rate
+from distil.loadtest.drive.config import spawn_rate
 from distil.loadtest.drive.users import LIMITS, ON_BOUND, RECORDER, TritonUser
 
 __all__ = ["TritonUser", "locust"]

@@ -27,9 +27,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from distil.errors import LoadTestError
+from distil.loadtest.drive.config import LoadTestConfig
 from distil.loadtest.drive.corpus import TextSampler, read_corpus
 from distil.loadtest.drive.protocol import TEXT, Transport
-from distil.loadtest.drive.shapes import LoadTestConfig
 from distil.loadtest.record.cpu import CpuSnapshot, CpuUse
 from distil.loadtest.record.schema import CrossCheckLevel, LoadMode
 from distil.model_repository import access

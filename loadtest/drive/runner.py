@@ -26,10 +26,10 @@ from typing import IO, Any
 from distil import machine
 from distil.errors import LoadTestError
 from distil.loadtest.drive import perf_analyzer
+from distil.loadtest.drive.config import LoadTestConfig
 from distil.loadtest.drive.corpus import TextSampler, read_corpus
 from distil.loadtest.drive.open_loop import open_loop_pool, run_open_step
 from distil.loadtest.drive.protocol import RequestError, Transport, make_requester
-from distil.loadtest.drive.shapes import LoadTestConfig
 from distil.loadtest.record.cpu import local_server
 from distil.loadtest.record.recorder import Recorder, StepRecord, progress_line
 from distil.loadtest.record.schema import LoadMode, RunResult, save_run

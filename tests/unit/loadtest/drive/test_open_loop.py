@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from distil.loadtest.drive.config import LoadStep, LoadTestConfig
 from distil.loadtest.drive.runner import run_load_test
-from distil.loadtest.drive.shapes import LoadStep, LoadTestConfig
 from distil.loadtest.record.schema import LoadMode
 from tests.unit.loadtest.stall_server import StallServer
 

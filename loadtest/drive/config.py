@@ -1,4 +1,4 @@
-"""Load shapes: the sequence of steps a run applies, and the run's configuration.
+"""A load test run's configuration (:class:`LoadTestConfig`) and its shape: the sequence of steps it applies.
 
 A step holds one load level for a fixed time: a number of users (closed loop: each user sends
 its next request when the previous one returns) or an arrival rate (open loop: requests are due

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from distil.errors import ConfigError, LoadTestError
+from distil.loadtest.drive.config import LoadStep, LoadTestConfig, Shape, build_steps, parse_levels
 from distil.loadtest.drive.corpus import TextSampler, read_corpus
 from distil.loadtest.drive.protocol import (
     RequestError,
@@ -19,7 +20,6 @@ from distil.loadtest.drive.protocol import (
     json_request,
     parse_target,
 )
-from distil.loadtest.drive.shapes import LoadStep, LoadTestConfig, Shape, build_steps, parse_levels
 from distil.loadtest.record.schema import LoadMode
 
 
