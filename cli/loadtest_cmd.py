@@ -19,16 +19,11 @@ from rich.table import Table
 
 from distil.cli.console import err, out, print_table, reports_errors, stage
 from distil.errors import ConfigError
-from distil.loadtest.analysis.capacity import (
-    DEFAULT_ERROR_BUDGET,
-    Analysis,
-    CapacityCriteria,
-    analyze,
-    capacity_gate,
-    find_capacity,
-)
+from distil.loadtest.analysis.capacity import DEFAULT_ERROR_BUDGET, CapacityCriteria, find_capacity
 from distil.loadtest.analysis.cross_check import CROSS_CHECK_COLUMNS, cross_check_rows
+from distil.loadtest.analysis.gate import run_verdict
 from distil.loadtest.analysis.generator import generator_sizing
+from distil.loadtest.analysis.summary import Analysis, analyze
 from distil.loadtest.analysis.thresholds import MetricType
 from distil.loadtest.drive.config import LoadTestConfig, Shape, build_steps, parse_levels
 from distil.loadtest.drive.protocol import Transport, default_port
@@ -139,31 +134,6 @@ def _served(repository: Path | None) -> Iterator[_Served]:
         yield _Served(config.http_url, config.grpc_url, f"{config.host}:{config.metrics_port}", config.admin_key)
 
 
-def _gate(run: RunResult, criteria: CapacityCriteria, required_rps: float | None) -> tuple[bool, str]:
-    """With a required rps: the capacity gate; without: every step must meet the SLO and the error budget."""
-    capacity = find_capacity(run.steps, criteria, run.cross_check)
-    if required_rps is not None:
-        gate = capacity_gate(capacity, required_rps)
-        return gate.passed, gate.message
-    failing = [v for v in capacity.verdicts if not v.qualifies]
-    if not failing:
-        return True, f"PASS: every step kept {criteria.describe()}."
-    parts = []
-    for verdict in failing:
-        step = verdict.step
-        misses = []
-        if not verdict.meets_latency:
-            latency = format_figure(verdict.latency_ms, unit=" ms")
-            misses.append(f"{criteria.percentile.value} {latency} > {criteria.slo_ms:g} ms")
-        if not verdict.meets_errors:
-            kinds = ", ".join(f"{k} ×{c}" for k, c in sorted(step.errors.items()))
-            misses.append(f"error rate {step.error_rate:.2%} > {criteria.error_budget:.2%} ({kinds})")
-        if not verdict.complete:
-            misses.append(f"incomplete: {step.incomplete}")
-        parts.append(f"step {step.index} ({step.load_label}): {'; '.join(misses)}")
-    return False, "FAIL: " + " | ".join(parts)
-
-
 def _run(config: LoadTestConfig, out_dir: Path, cross_check: bool = False) -> RunResult:
     from distil.loadtest.drive.runner import run_load_test, write_run
 
@@ -206,7 +176,7 @@ def _run(config: LoadTestConfig, out_dir: Path, cross_check: bool = False) -> Ru
 def _finish(run: RunResult, criteria: CapacityCriteria | None, required_rps: float | None, ci: bool) -> None:
     if criteria is None:
         return
-    passed, message = _gate(run, criteria, required_rps)
+    passed, message = run_verdict(run, criteria, required_rps)
     (out if passed else err).print(message, highlight=False, soft_wrap=True)
     if ci and not passed:
         raise typer.Exit(GATE_FAILED)

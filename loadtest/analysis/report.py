@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from distil.loadtest.analysis.capacity import Analysis, in_load_order, judge_step, load_level
+from distil.loadtest.analysis.capacity import in_load_order, judge_step, load_level
 from distil.loadtest.analysis.cross_check import CROSS_CHECK_COLUMNS, cross_check_rows
 from distil.loadtest.analysis.generator import generator_sizing
+from distil.loadtest.analysis.summary import Analysis
 from distil.loadtest.analysis.thresholds import (
     HpaRecommendation,
     values_overlay_yaml,

@@ -8,15 +8,10 @@ from typing import Any
 import pytest
 
 from distil.errors import ConfigError, LoadTestError
-from distil.loadtest.analysis.capacity import (
-    CapacityCriteria,
-    KneeRule,
-    analyze,
-    capacity_gate,
-    describe_saturation,
-    find_capacity,
-    find_knee,
-)
+from distil.loadtest.analysis.capacity import CapacityCriteria, find_capacity
+from distil.loadtest.analysis.gate import capacity_gate
+from distil.loadtest.analysis.knee import KneeRule, describe_saturation, find_knee
+from distil.loadtest.analysis.summary import analyze
 from distil.loadtest.record.percentiles import LatencyPercentiles, Percentile
 from distil.loadtest.record.prometheus import ModelMetrics
 from distil.loadtest.record.schema import LoadMode, RunResult, StepResult

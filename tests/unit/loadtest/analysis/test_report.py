@@ -6,8 +6,9 @@ import csv
 import dataclasses
 from pathlib import Path
 
-from distil.loadtest.analysis.capacity import CapacityCriteria, analyze
+from distil.loadtest.analysis.capacity import CapacityCriteria
 from distil.loadtest.analysis.report import SERVER_PLOT, write_report
+from distil.loadtest.analysis.summary import analyze
 from distil.loadtest.analysis.thresholds import HpaConfig, recommend_hpa
 from distil.loadtest.record.schema import RunResult
 from distil.loadtest.record.steps_csv import write_steps_csv
