@@ -7,7 +7,6 @@ monkey-patching stays out of the CLI); matplotlib is imported only when a report
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,7 +18,7 @@ from rich.table import Table
 
 from distil.cli.console import err, out, print_table, reports_errors, stage
 from distil.errors import ConfigError
-from distil.loadtest.analysis.capacity import DEFAULT_ERROR_BUDGET, CapacityCriteria, find_capacity
+from distil.loadtest.analysis.capacity import DEFAULT_ERROR_BUDGET, CapacityCriteria
 from distil.loadtest.analysis.cross_check import CROSS_CHECK_COLUMNS, cross_check_rows
 from distil.loadtest.analysis.gate import run_verdict
 from distil.loadtest.analysis.generator import generator_sizing
@@ -408,8 +407,8 @@ def capacity(
     ),
 ) -> None:
     """Replica capacity → HPA settings: writes the Helm values overlay and the prometheus-adapter rules."""
-    from distil.loadtest.analysis.thresholds import HpaConfig, recommend_hpa, values_overlay_yaml
-    from distil.monitoring.series import adapter_rules, dump
+    from distil.loadtest.analysis.report import write_report
+    from distil.loadtest.analysis.thresholds import HpaConfig, recommend_hpa, write_hpa_files
 
     run = load_run(run_json)
     criteria = CapacityCriteria(slo_ms=slo_ms, percentile=percentile, error_budget=error_budget)
@@ -422,21 +421,12 @@ def capacity(
         metric=metric,
         allow_lower_bound=allow_lower_bound,
     )
-    found = find_capacity(run.steps, criteria, run.cross_check)
-    recommendation = recommend_hpa(run, found, hpa)
+    analysis = analyze(run, criteria)
+    recommendation = recommend_hpa(run, analysis.capacity, hpa)
     target = out_dir or run_json.parent
-    target.mkdir(parents=True, exist_ok=True)
-    written = {
-        "values-autoscaling.yaml": values_overlay_yaml(recommendation),
-        # The series themselves are recorded by the chart's PrometheusRule (metrics.prometheusRule).
-        "adapter-rules.yaml": dump(adapter_rules()),
-    }
-    for name, text in written.items():
-        (target / name).write_text(text, encoding="utf-8")
-    from distil.loadtest.analysis.report import write_report
-
+    written = write_hpa_files(recommendation, target)
     with stage("Writing the report"):
-        report = write_report(run, analyze(run, criteria), target / "report", recommendation)
+        report = write_report(run, analysis, target / "report", recommendation)
 
     table = Table(title=f"HPA for {recommendation.model}", title_justify="left", show_header=False)
     table.add_column("", style="bold")
@@ -451,11 +441,11 @@ def capacity(
     table.add_row(
         "check",
         f"peak {peak_rps:g} rps / {recommendation.target_inference_rate:.1f} per pod = "
-        f"{math.ceil(peak_rps / recommendation.target_inference_rate)} pods + {spare_replicas} spare",
+        f"{recommendation.peak_pods} pods + {recommendation.spare_replicas} spare",
     )
     out.print(table)
     for note in recommendation.notes:
         err.print(f"note: {note}", highlight=False)
-    for name in written:
-        out.print(f"wrote: {target / name}")
+    for path in written:
+        out.print(f"wrote: {path}")
     out.print(f"wrote: {report.markdown} (with the HPA section)")

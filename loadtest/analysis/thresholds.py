@@ -21,13 +21,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from distil.errors import ConfigError, LoadTestError
 from distil.loadtest.analysis.capacity import CapacityResult
 from distil.loadtest.record.percentiles import Percentile
 from distil.loadtest.record.schema import RunResult
-from distil.monitoring.series import dump
+from distil.monitoring.series import adapter_rules, dump
 
 
 class MetricType(str, Enum):
@@ -100,6 +101,11 @@ class HpaRecommendation:
     source: str
     notes: tuple[str, ...] = ()
     lower_bound: str | None = None  # why the capacity is only a lower bound, when it is
+    peak_pods: int = 0  # pods that carry the peak at the target rate, before the spare ones
+
+    @property
+    def spare_replicas(self) -> int:
+        return self.max_replicas - self.peak_pods
 
     @property
     def inference_rate_quantity(self) -> str:
@@ -127,8 +133,12 @@ def replica_bounds(capacity_rps: float, config: HpaConfig) -> tuple[int, int]:
         )
     per_pod = capacity_rps * config.headroom
     minimum = max(config.min_replicas, _ceil(config.baseline_rps / per_pod))
-    maximum = max(minimum, _ceil(config.peak_rps / per_pod) + config.spare_replicas)
+    maximum = max(minimum, _peak_pods(capacity_rps, config) + config.spare_replicas)
     return minimum, maximum
+
+
+def _peak_pods(capacity_rps: float, config: HpaConfig) -> int:
+    return _ceil(config.peak_rps / (capacity_rps * config.headroom))
 
 
 def recommend_hpa(run: RunResult, capacity: CapacityResult, config: HpaConfig) -> HpaRecommendation:
@@ -170,6 +180,7 @@ def recommend_hpa(run: RunResult, capacity: CapacityResult, config: HpaConfig) -
         source=f"loadtest run {run.started_at}",
         notes=tuple(notes),
         lower_bound=capacity.lower_bound,
+        peak_pods=_peak_pods(capacity.capacity_rps, config),
     )
 
 
@@ -214,3 +225,16 @@ def values_overlay_yaml(recommendation: HpaRecommendation) -> str:
             f"({recommendation.lower_bound}).\n# These thresholds scale out earlier than needed; rerun heavier.\n"
         )
     return header + dump(values_overlay(recommendation))
+
+
+def write_hpa_files(recommendation: HpaRecommendation, folder: Path) -> list[Path]:
+    """The files `distil capacity` hands to Helm: the values overlay and prometheus-adapter's rules."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {
+        folder / "values-autoscaling.yaml": values_overlay_yaml(recommendation),
+        # The series themselves are recorded by the chart's PrometheusRule (metrics.prometheusRule).
+        folder / "adapter-rules.yaml": dump(adapter_rules()),
+    }
+    for path, text in files.items():
+        path.write_text(text, encoding="utf-8")
+    return list(files)
