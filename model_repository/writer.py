@@ -24,11 +24,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from distil.build.metadata import METADATA_FILE
 from distil.errors import RepositoryError
 from distil.model_repository import pbtxt
 from distil.model_repository.backends import onnx_classifier, postprocess, quality_metrics, tokenizer
 from distil.model_repository.config import RepositoryConfig, Target
+from distil.model_repository.integrity import METADATA_FILE
 from distil.model_repository.interface import CLASSIFIER, ENSEMBLE, POSTPROCESS, TOKENIZER
 from distil.monitoring import baseline
 

@@ -53,11 +53,12 @@ from distil.loadtest.drive.protocol import (
     GrpcRequester,
     HttpRequester,
     Requester,
+    metrics_endpoint,
 )
 from distil.loadtest.record.prometheus import ModelMetrics
 from distil.loadtest.record.recorder import Recorder, StepRecord
 from distil.loadtest.record.schema import LoadMode, StepResult
-from distil.loadtest.record.scrape import metrics_endpoint, scrape
+from distil.loadtest.record.scrape import scrape
 from distil.model_repository.server import ServerConfig, TritonServer
 from distil.progress import Progress, no_progress
 

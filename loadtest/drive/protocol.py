@@ -112,6 +112,13 @@ def parse_target(url: str, default_port: int, remote: bool = False) -> Endpoint:
     return Endpoint(host, port or default_port)
 
 
+def metrics_endpoint(url: str) -> str:
+    """``127.0.0.1:8002`` → ``http://127.0.0.1:8002/metrics`` (loopback only, like every load-test target)."""
+    target = parse_target(url, interface.METRICS_PORT)
+    path = url.split("://", 1)[-1].partition("/")[2]
+    return f"http://{target.address}/{path or 'metrics'}"
+
+
 def _message(text: str) -> str:
     first = " ".join(text.split())
     return first if len(first) <= _MAX_MESSAGE else first[: _MAX_MESSAGE - 1] + "…"

@@ -29,11 +29,11 @@ from distil.loadtest.drive import perf_analyzer
 from distil.loadtest.drive.config import LoadTestConfig
 from distil.loadtest.drive.corpus import TextSampler, read_corpus
 from distil.loadtest.drive.open_loop import open_loop_pool, run_open_step
-from distil.loadtest.drive.protocol import RequestError, Transport, make_requester
+from distil.loadtest.drive.protocol import RequestError, Transport, make_requester, metrics_endpoint
 from distil.loadtest.record.cpu import local_server
 from distil.loadtest.record.recorder import Recorder, StepRecord, progress_line
 from distil.loadtest.record.schema import LoadMode, RunResult, save_run
-from distil.loadtest.record.scrape import metrics_endpoint, scrape
+from distil.loadtest.record.scrape import scrape
 from distil.loadtest.record.steps_csv import write_steps_csv
 from distil.model_repository.server import free_port
 

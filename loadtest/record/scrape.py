@@ -5,15 +5,6 @@ from __future__ import annotations
 import urllib.error
 import urllib.request
 
-from distil.loadtest.drive.protocol import parse_target
-
-
-def metrics_endpoint(url: str) -> str:
-    """``127.0.0.1:8002`` → ``http://127.0.0.1:8002/metrics`` (loopback only, like every load-test target)."""
-    target = parse_target(url, 8002)
-    path = url.split("://", 1)[-1].partition("/")[2]
-    return f"http://{target.address}/{path or 'metrics'}"
-
 
 def scrape(endpoint: str | None, timeout_s: float = 3.0) -> str | None:
     """The metrics text, or None when there is no endpoint or it cannot be read."""
