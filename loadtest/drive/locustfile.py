@@ -38,11 +38,10 @@ from distil.loadtest.record.recorder import StepRecord, merge_workers, progress_
 from distil.loadtest.record.schema import LoadMode
 from distil.loadtest.drive.config import spawn_rate
 from distil.loadtest.drive.users import LIMITS, ON_BOUND, RECORDER, TritonUser
+from distil.loadtest.drive.plan import PLAN_ENV, STEP_LINE, LocustPlan
 
 __all__ = ["TritonUser", "locust"]
 
-PLAN_ENV = "DISTIL_LOADTEST_PLAN"
-STEP_LINE = "DISTIL-STEP "
 # master -> workers: a step starts ({"index", "level", "max_requests"}); the run ends ({"drain_s"}).
 STEP_MESSAGE = "distil_step"
 FINISH_MESSAGE = "distil_finish"
@@ -68,8 +67,8 @@ def _local(worker: str) -> bool:
     return worker.startswith(f"{socket.gethostname()}_")
 
 
-def _write_record(plan: dict[str, Any], steps: list[StepRecord], workers: int) -> None:
-    path = Path(plan["record_path"])
+def _write_record(plan: LocustPlan, steps: list[StepRecord], workers: int) -> None:
+    path = Path(plan.record_path)
     partial = path.with_suffix(".partial")
     record = {"steps": [step.to_dict() for step in steps], "workers": workers}
     partial.write_text(json.dumps(record), encoding="utf-8")
@@ -141,9 +140,9 @@ def _receive_bound(environment: Any, msg: Any) -> None:
 
 
 if os.environ.get(PLAN_ENV):
-    PLAN: dict[str, Any] = json.loads(Path(os.environ[PLAN_ENV]).read_text(encoding="utf-8"))
-    LIMITS["max_requests"] = int(PLAN["max_requests"])
-    RECORDER.server = local_server(int(PLAN["server_port"]))
+    PLAN = LocustPlan.read(Path(os.environ[PLAN_ENV]))
+    LIMITS["max_requests"] = PLAN.max_requests
+    RECORDER.server = local_server(PLAN.server_port)
 
     class DistilStepShape(LoadTestShape):
         """The plan's steps in order, ended early when the run's request bound is reached."""
@@ -154,12 +153,8 @@ if os.environ.get(PLAN_ENV):
             self.finishing = False
             self.written = False
             self.reported = 0  # steps whose live line is printed, in order
-            self.ends: list[float] = []
+            self.ends = PLAN.step_ends_s
             self.workers: set[str] = set()  # every worker seen in this run
-            total = 0.0
-            for step in PLAN["steps"]:
-                total += float(step["duration_s"])
-                self.ends.append(total)
 
         @property
         def master(self) -> MasterRunner | None:
@@ -171,7 +166,7 @@ if os.environ.get(PLAN_ENV):
             return self.master is not None
 
         def _drain_s(self) -> float:
-            return float(PLAN.get("request_timeout_s", 30.0)) + 2.0
+            return PLAN.request_timeout_s + 2.0
 
         def _watch_workers(self) -> None:
             """Note each worker, the step it joined in (a late one is told the current step at once), and
@@ -184,7 +179,7 @@ if os.environ.get(PLAN_ENV):
                     self.workers.add(worker)
                     JOINED[worker] = max(self.index, 0)
                     if self.index >= 0:
-                        users = int(PLAN["steps"][self.index]["level"])
+                        users = int(PLAN.steps[self.index].level)
                         self.master.send_message(STEP_MESSAGE, self._step_message(self.index, users), client_id=worker)
             for worker in self.workers:
                 if worker not in present and worker not in FINISHED:
@@ -194,7 +189,7 @@ if os.environ.get(PLAN_ENV):
 
         def _step_message(self, index: int, users: int) -> dict[str, Any]:
             # Each worker stops at its share of the run's request bound.
-            share = math.ceil(int(PLAN["max_requests"]) / max(len(self.workers), 1))
+            share = math.ceil(PLAN.max_requests / max(len(self.workers), 1))
             return {"index": index, "level": users, "max_requests": share, "drain_s": self._drain_s()}
 
         def _steps(self) -> list[StepRecord]:
@@ -235,7 +230,7 @@ if os.environ.get(PLAN_ENV):
                 return
             self.finishing = True
             try:
-                RECORDER.end_step(time.monotonic(), scrape(PLAN.get("metrics_endpoint")))
+                RECORDER.end_step(time.monotonic(), scrape(PLAN.metrics_endpoint))
                 # Wait for the requests still in flight: the slowest ones are the tail the percentiles are
                 # about. They complete after the window, so they count as late, not in the throughput.
                 LIMITS["draining"] = 1
@@ -279,9 +274,9 @@ if os.environ.get(PLAN_ENV):
             if index is None or bound_reached or self.finishing:
                 self._finish()
                 return None
-            users = int(PLAN["steps"][index]["level"])
+            users = int(PLAN.steps[index].level)
             if index != self.index:
-                metrics = scrape(PLAN.get("metrics_endpoint"))
+                metrics = scrape(PLAN.metrics_endpoint)
                 now = time.monotonic()
                 if self.index >= 0:
                     RECORDER.end_step(now, metrics)
@@ -290,7 +285,7 @@ if os.environ.get(PLAN_ENV):
                 if self.master is not None:
                     self.master.send_message(STEP_MESSAGE, self._step_message(index, users))
             self._report()
-            return users, float(PLAN.get("spawn_rate") or spawn_rate(users))
+            return users, PLAN.spawn_rate or spawn_rate(users)
 
     @events.quitting.add_listener
     def _on_quitting(environment: Any, **_: Any) -> None:

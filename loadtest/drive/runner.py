@@ -29,6 +29,7 @@ from distil.loadtest.drive import perf_analyzer
 from distil.loadtest.drive.config import LoadTestConfig
 from distil.loadtest.drive.corpus import TextSampler, read_corpus
 from distil.loadtest.drive.open_loop import open_loop_pool, run_open_step
+from distil.loadtest.drive.plan import PLAN_ENV, STEP_LINE, LocustPlan
 from distil.loadtest.drive.protocol import RequestError, Transport, make_requester, metrics_endpoint
 from distil.loadtest.record.cpu import local_server
 from distil.loadtest.record.recorder import Recorder, StepRecord, progress_line
@@ -38,7 +39,6 @@ from distil.loadtest.record.steps_csv import write_steps_csv
 from distil.model_repository.server import free_port
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
-STEP_LINE = "DISTIL-STEP "
 # Locust's own start-up (imports, spawning) on top of the planned steps before we give up on it.
 _LOCUST_GRACE_S = 60.0
 
@@ -216,17 +216,16 @@ def _run_locust(config: LoadTestConfig, work_dir: Path, progress: Progress | Non
     log_path = work_dir / "locust.log"
     with tempfile.TemporaryDirectory(prefix="distil-locust-") as tmp:
         plan_path, record_path = Path(tmp) / "plan.json", Path(tmp) / "record.json"
-        plan = {
-            "steps": [{"level": s.level, "duration_s": s.duration_s} for s in config.steps],
-            "metrics_endpoint": _endpoint(config),
-            "record_path": str(record_path),
-            "max_requests": config.max_requests,
-            "spawn_rate": config.spawn_rate,
-            "request_timeout_s": config.request_timeout_s,
-            "server_port": config.endpoint.port,
-        }
-        plan_path.write_text(json.dumps(plan), encoding="utf-8")
-        env = dict(os.environ, DISTIL_LOADTEST_PLAN=str(plan_path), PYTHONUNBUFFERED="1")
+        LocustPlan(
+            steps=config.steps,
+            record_path=str(record_path),
+            max_requests=config.max_requests,
+            request_timeout_s=config.request_timeout_s,
+            server_port=config.endpoint.port,
+            metrics_endpoint=_endpoint(config),
+            spawn_rate=config.spawn_rate,
+        ).write(plan_path)
+        env = dict(os.environ, **{PLAN_ENV: str(plan_path)}, PYTHONUNBUFFERED="1")
         waited = config.workers_wait_s if config.distributed else 0
         deadline = time.monotonic() + config.total_duration_s + config.request_timeout_s + _LOCUST_GRACE_S + waited
         with log_path.open("w", encoding="utf-8") as log:
