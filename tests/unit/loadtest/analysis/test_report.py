@@ -7,7 +7,8 @@ import dataclasses
 from pathlib import Path
 
 from distil.loadtest.analysis.capacity import CapacityCriteria
-from distil.loadtest.analysis.report import SERVER_PLOT, write_report
+from distil.loadtest.analysis.plots import SERVER_PLOT
+from distil.loadtest.analysis.report import write_report
 from distil.loadtest.analysis.summary import analyze
 from distil.loadtest.analysis.thresholds import HpaConfig, recommend_hpa
 from distil.loadtest.record.schema import RunResult
