@@ -12,8 +12,9 @@ from distil.build import cpu_graph, example_model, metadata, model_source
 from distil.build.accuracy import GateConfig
 from distil.build.engines import TensorRTMode, compile_repository
 from distil.build.onnx_export import ExportConfig, ParityReport, check_parity, export_onnx
+from distil.build.precision import PrecisionConfig, PrecisionReport
 from distil.build.trt_engine import tensorrt_available
-from distil.build.variants import PrecisionConfig, PrecisionReport, build_variants, plan_check_set
+from distil.build.variants import ExportedModel, build_variants, plan_check_set
 from distil.errors import ConfigError, EngineBuildError, ModelSourceError
 from distil.model_repository.config import RepositoryConfig, Target
 from distil.model_repository.interface import CLASSIFIER
@@ -123,18 +124,10 @@ def build_repository(config: BuildConfig, stage: Stage = no_stage, progress: Pro
         report = None
         served, variants = fp32_file, {}
         if config.precision.gated:
-            report = build_variants(
-                fp32_file,
-                tokenizer,
-                max_length,
-                labels,
-                config.precision,
-                target.value,
-                work,
-                stage,
-                data,
-                fused.path if fused else None,
+            exported = ExportedModel(
+                fp32_file, tokenizer, max_length, tuple(labels), target.value, fused.path if fused else None
             )
+            report = build_variants(exported, config.precision, work, stage, data)
             for variant in report.kept():
                 if variant.precision is report.served:
                     served = variant.file

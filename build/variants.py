@@ -10,12 +10,10 @@ exported graph, and the fastest passing form of each precision is kept.
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
-from enum import Enum
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +21,9 @@ import numpy as np
 
 from distil import machine
 from distil.build import cpu_graph, text_data
-from distil.build.accuracy import Agreement, GateConfig, class_shares, compare, gate, label_ids
+from distil.build.accuracy import GateConfig, class_shares, compare, gate, label_ids
 from distil.build.plan_gate import PlanCheckSet
+from distil.build.precision import SPEED_ROUNDS, Precision, PrecisionConfig, PrecisionReport, Variant
 from distil.build.quantize import (
     Int8Recipe,
     node_roles,
@@ -39,182 +38,17 @@ from distil.model_repository.interface import ATTENTION_MASK, INPUT_IDS, MODEL_O
 from distil.ort_session import cpu_session
 from distil.progress import Stage, no_stage
 
-REPORT_JSON = "precision_report.json"
-REPORT_MD = "precision_report.md"
-SPEED_ROUNDS = 3
 # How many of the most sensitive MatMuls an INT8 form may keep in FP32, tried in this order.
 SENSITIVE_STEPS = (2, 4, 6, 9, 12, 16)
+
+
 # Each INT8 form's recipe before the sensitivity search: the dynamic form smooths its MatMul inputs
 # (``build.smoothing``), which on the example model halved its logit drift; the Q/DQ form gained nothing
 # from it there (README, "Measured on the real example model").
 INT8_RECIPES = {"int8-qdq": Int8Recipe(), "int8-dynamic": Int8Recipe(smoothing=ALPHAS)}
+
+
 FP16_RECIPE = "FP16 graph; LayerNorm, Softmax, reductions and the attention-mask arithmetic FP32"
-
-
-class Precision(str, Enum):
-    fp32 = "fp32"
-    fp16 = "fp16"
-    int8 = "int8"
-
-
-@dataclass(frozen=True)
-class PrecisionConfig:
-    precisions: tuple[Precision, ...] = (Precision.fp32,)
-    calibration_data: str | None = None  # a path, or "builtin"
-    eval_data: str | None = None  # a path, or "builtin"; None: the built-in set
-    text_column: str = "text"
-    label_column: str = "label"
-    gate: GateConfig = field(default_factory=GateConfig)
-    serve: Precision | None = None  # None: int8 if kept, else fp16 on GPU targets, else fp32
-
-    def __post_init__(self) -> None:
-        if not self.precisions:
-            raise ConfigError("--precision names no precision; use e.g. fp32,fp16,int8.")
-        if len(set(self.precisions)) != len(self.precisions):
-            raise ConfigError(f"--precision repeats a precision: {[p.value for p in self.precisions]}.")
-        if Precision.int8 in self.precisions and not self.calibration_data:
-            raise ConfigError(
-                "INT8 needs real calibration text, and distil does not calibrate on random data: pass "
-                "--calibration-data PATH (text lines, .jsonl or .csv with a 'text' column), or "
-                "--calibration-data builtin for the small built-in set (demos and tests)."
-            )
-        if self.serve is not None and self.serve not in self.precisions:
-            raise ConfigError(f"--serve-precision {self.serve.value} is not among --precision.")
-
-    @property
-    def gated(self) -> bool:
-        return any(p is not Precision.fp32 for p in self.precisions)
-
-    def load_data(self) -> tuple[text_data.TextSet, text_data.TextSet | None]:
-        """The evaluation and calibration sets, read before any slow work so a bad path fails at once."""
-        evaluation = text_data.load(
-            self.eval_data or text_data.BUILTIN, text_data.BUILTIN_EVAL, self.text_column, self.label_column
-        )
-        calibration = None
-        if Precision.int8 in self.precisions and self.calibration_data:
-            calibration = text_data.load(self.calibration_data, text_data.BUILTIN_CALIBRATION, self.text_column)
-        return evaluation, calibration
-
-
-@dataclass(frozen=True)
-class Variant:
-    precision: Precision
-    form: str  # fp32, fp16, int8-qdq, int8-dynamic
-    file: Path
-    texts_per_s: float
-    speedup: float  # texts/s relative to FP32 in the same run
-    agreement: Agreement | None = None  # None for the FP32 reference itself
-    failures: tuple[str, ...] = ()
-    kept: bool = False
-    note: str = ""
-    recipe: str = ""  # how the variant was made (INT8: calibration, what stayed FP32)
-
-    def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "precision": self.precision.value,
-            "form": self.form,
-            "texts_per_s": round(self.texts_per_s, 2),
-            "speedup_vs_fp32": round(self.speedup, 3),
-            "passed": not self.failures,
-            "failures": list(self.failures),
-            "kept": self.kept,
-            "note": self.note,
-            "recipe": self.recipe,
-        }
-        if self.agreement is not None:
-            data["agreement"] = self.agreement.__dict__ | {
-                "accuracy_drop": self.agreement.accuracy_drop,
-                "logit_drift": self.agreement.logit_drift,
-                "class_shift": self.agreement.class_shift,
-            }
-        return data
-
-
-@dataclass(frozen=True)
-class PrecisionReport:
-    variants: tuple[Variant, ...]
-    served: Precision
-    eval_source: str
-    calibration_source: str | None
-    target: str
-    machine: str
-    gate: GateConfig
-    labels: tuple[str, ...] = ()
-    reference_class_shares: tuple[float, ...] = ()
-
-    def kept(self) -> list[Variant]:
-        return [v for v in self.variants if v.kept]
-
-    def served_class_shares(self) -> tuple[float, ...]:
-        """Each label's share of the served variant's predictions on the evaluation set."""
-        for variant in self.kept():
-            if variant.precision is self.served and variant.agreement is not None:
-                return variant.agreement.class_shares
-        return self.reference_class_shares  # FP32 is served: the reference itself
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "served_precision": self.served.value,
-            "target": self.target,
-            "eval_data": self.eval_source,
-            "calibration_data": self.calibration_source,
-            "gate": {
-                "min_agreement": self.gate.min_agreement,
-                "max_accuracy_drop": self.gate.max_accuracy_drop,
-                "max_logit_drift": self.gate.max_logit_drift,
-                "max_class_shift": self.gate.max_class_shift,
-                "force": self.gate.force,
-            },
-            "labels": list(self.labels),
-            "fp32_class_shares": list(self.reference_class_shares),
-            "speed_measured_on": f"ONNX Runtime CPU provider, {self.machine}",
-            "variants": [v.to_dict() for v in self.variants],
-        }
-
-    def to_markdown(self) -> str:
-        lines = [
-            "# Precision variants",
-            "",
-            f"- served by `distilbert`: **{self.served.value}** (target {self.target})",
-            f"- evaluation data: {self.eval_source}",
-            f"- calibration data: {self.calibration_source or 'none (no INT8 requested)'}",
-            f"- gate: top-1 agreement >= {self.gate.min_agreement:.1%}, accuracy drop <= "
-            f"{self.gate.max_accuracy_drop * 100:.1f} points, logit drift <= {self.gate.max_logit_drift:.0%}, "
-            f"class shares within {self.gate.max_class_shift * 100:.1f} points of fp32's, no NaN/Inf logit"
-            f"{' (--force: kept regardless)' if self.gate.force else ''}",
-            f"- speed: ONNX Runtime CPU provider on {self.machine}, batches of 8 evaluation texts, "
-            f"median of {SPEED_ROUNDS} rounds",
-            "",
-            f"| precision | form | agreement | max abs dlogit | logit drift | accuracy (fp32) | macro-F1 (fp32) "
-            f"| shares {'/'.join(self.labels)} | texts/s | speed-up | gate | kept |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|",
-        ]
-        for v in self.variants:
-            a = v.agreement
-            accuracy = f"{a.accuracy:.3f} ({a.reference_accuracy:.3f})" if a and a.accuracy is not None else "-"
-            f1 = f"{a.macro_f1:.3f} ({a.reference_macro_f1:.3f})" if a and a.macro_f1 is not None else "-"
-            lines.append(
-                f"| {v.precision.value} | {v.form} | {f'{a.agreement:.1%}' if a else 'reference'} "
-                f"| {f'{a.max_abs_logit_diff:.4f}' if a else '-'} | {f'{a.logit_drift:.1%}' if a else '-'} "
-                f"| {accuracy} | {f1} | {format_shares(a.class_shares if a else self.reference_class_shares)} "
-                f"| {v.texts_per_s:.1f} | {v.speedup:.2f}x "
-                f"| {'pass' if not v.failures else 'FAIL: ' + '; '.join(v.failures)} | {'yes' if v.kept else 'no'} |"
-            )
-        notes = [f"- {v.form}: {v.recipe}" for v in self.variants if v.recipe]
-        notes += [f"- {v.form}: {v.note}" for v in self.variants if v.note]
-        if notes:
-            lines += ["", *notes]
-        return "\n".join(lines) + "\n"
-
-    def write(self, root: Path) -> list[Path]:
-        json_path, md_path = root / REPORT_JSON, root / REPORT_MD
-        json_path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
-        md_path.write_text(self.to_markdown(), encoding="utf-8")
-        return [json_path, md_path]
-
-
-def format_shares(shares: Sequence[float]) -> str:
-    return "/".join(f"{share:.1%}" for share in shares) or "-"
 
 
 def plan_check_set(
@@ -329,22 +163,28 @@ def _default_served(kept: set[Precision], target: str) -> Precision:
     return sorted(kept, key=lambda p: p.value)[0]
 
 
+@dataclass(frozen=True)
+class ExportedModel:
+    """The exported FP32 model the variants are made from, and what reads its inputs and outputs."""
+
+    onnx: Path
+    tokenizer: Any
+    max_length: int
+    labels: tuple[str, ...]
+    target: str  # "cpu" or "gpu" (model_repository.config.Target)
+    fused: Path | None = None  # the fused CPU graph (``build.cpu_graph.export_fused``), CPU targets only
+
+
 def build_variants(
-    fp32_onnx: Path,
-    tokenizer: Any,
-    max_length: int,
-    labels: Sequence[str],
+    model: ExportedModel,
     config: PrecisionConfig,
-    target: str,
     scratch: Path,
     stage: Stage = no_stage,
     data: tuple[text_data.TextSet, text_data.TextSet | None] | None = None,
-    fused: Path | None = None,
 ) -> PrecisionReport:
-    """Build, evaluate, time and gate every requested precision; FP32 is always the reference.
-
-    ``fused``: the fused CPU graph (``build.cpu_graph.export_fused``), for CPU targets.
-    """
+    """Build, evaluate, time and gate every requested precision of ``model``; FP32 is always the reference."""
+    fp32_onnx, tokenizer, max_length, labels = model.onnx, model.tokenizer, model.max_length, model.labels
+    target, fused = model.target, model.fused
     import onnx
 
     from distil.build.fp16 import convert_to_fp16

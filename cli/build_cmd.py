@@ -17,7 +17,7 @@ from distil.model_repository.config import RepositoryConfig, Target, load_yaml
 from distil.model_repository.integrity import METADATA_FILE, file_sha256
 
 if TYPE_CHECKING:
-    from distil.build.variants import Precision, PrecisionReport
+    from distil.build.precision import Precision, PrecisionReport
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -32,7 +32,7 @@ def _size(path: Path) -> str:
 
 
 def parse_precisions(value: str) -> tuple[Precision, ...]:
-    from distil.build.variants import Precision
+    from distil.build.precision import Precision
 
     names = [part.strip().lower() for part in value.split(",") if part.strip()]
     unknown = [name for name in names if name not in PRECISIONS]
@@ -51,7 +51,7 @@ def files_table(root: Path, files: list[Path]) -> Table:
 
 
 def precision_table(report: PrecisionReport) -> Table:
-    from distil.build.variants import format_shares
+    from distil.build.precision import format_shares
 
     table = Table(
         title=f"Accuracy gate against FP32 on {report.eval_source} (speed: ONNX Runtime CPU, this machine)",
@@ -172,7 +172,7 @@ def build_engines(
     from distil.build.accuracy import GateConfig
     from distil.build.onnx_export import ExportConfig
     from distil.build.pipeline import BuildConfig, build_repository
-    from distil.build.variants import Precision, PrecisionConfig
+    from distil.build.precision import Precision, PrecisionConfig
 
     mode = tensorrt
     if from_onnx is not None:

@@ -20,7 +20,7 @@ def build_repository(model: str, output: Path, precision=None, **repository_over
 
     from distil.build.engines import TensorRTMode
     from distil.build.pipeline import BuildConfig, build_repository
-    from distil.build.variants import PrecisionConfig
+    from distil.build.precision import PrecisionConfig
     from distil.model_repository.config import RepositoryConfig
 
     repository = replace(RepositoryConfig(), **repository_overrides) if repository_overrides else RepositoryConfig()

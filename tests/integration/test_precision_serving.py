@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from distil.build import text_data
-from distil.build.variants import Precision, PrecisionConfig
+from distil.build.precision import Precision, PrecisionConfig
 from distil.model_repository.client import Classifier
 from distil.model_repository.interface import Protocol
 from distil.model_repository.server import TritonServer

@@ -13,9 +13,10 @@ import pytest
 
 from distil.build import cpu_graph, model_source, text_data
 from distil.build.onnx_export import ExportConfig, export_onnx
+from distil.build.precision import Precision, PrecisionConfig
 from distil.build.quantize import node_roles, tokenize_batches
 from distil.build.smoothing import smooth, weight_inputs
-from distil.build.variants import Precision, PrecisionConfig, build_variants
+from distil.build.variants import ExportedModel, build_variants
 from distil.errors import ConfigError
 
 
@@ -87,7 +88,7 @@ def test_cpu_build_serves_fused_forms_that_pass_the_gate_and_says_how_they_were_
     _, tokenizer, fused, exported, _ = tiny
     config = PrecisionConfig(precisions=(Precision.fp32, Precision.int8), calibration_data=text_data.BUILTIN)
     labels = ["NEGATIVE", "POSITIVE"]
-    report = build_variants(exported, tokenizer, 512, labels, config, "cpu", tmp_path, fused=fused.path)
+    report = build_variants(ExportedModel(exported, tokenizer, 512, tuple(labels), "cpu", fused.path), config, tmp_path)
     forms = {v.form: v for v in report.variants}
     assert set(forms) == {"fp32", "fp32-fused", "int8-qdq", "int8-dynamic"}
     dynamic = forms["int8-dynamic"]
@@ -102,4 +103,4 @@ def test_cpu_build_serves_fused_forms_that_pass_the_gate_and_says_how_they_were_
     other = forms["fp32" if kept_fp32[0].form == "fp32-fused" else "fp32-fused"]
     assert other.note == f"not kept: {kept_fp32[0].form} is faster"
     with pytest.raises(ConfigError, match="ONNX Runtime only"):
-        build_variants(exported, tokenizer, 512, labels, config, "gpu", tmp_path, fused=fused.path)
+        build_variants(ExportedModel(exported, tokenizer, 512, tuple(labels), "gpu", fused.path), config, tmp_path)

@@ -14,9 +14,10 @@ from distil.build import model_source, text_data
 from distil.build.accuracy import GateConfig, compare, gate, label_ids, macro_f1
 from distil.build.fp16 import convert_to_fp16
 from distil.build.onnx_export import ExportConfig, export_onnx
+from distil.build.precision import Precision, PrecisionConfig
 from distil.build.quantize import tokenize_batches
 from distil.build.smoothing import channel_maxima, smooth, weight_inputs
-from distil.build.variants import Precision, PrecisionConfig, build_variants
+from distil.build.variants import ExportedModel, build_variants
 from distil.errors import ConfigError
 
 
@@ -167,7 +168,7 @@ def test_cpu_int8_from_real_text_passes_the_gate_and_the_report_is_written(tiny,
     config = PrecisionConfig(
         precisions=(Precision.fp32, Precision.fp16, Precision.int8), calibration_data=text_data.BUILTIN
     )
-    report = build_variants(onnx_file, tokenizer, 512, ["NEGATIVE", "POSITIVE"], config, "cpu", tmp_path)
+    report = build_variants(ExportedModel(onnx_file, tokenizer, 512, ("NEGATIVE", "POSITIVE"), "cpu"), config, tmp_path)
     kept = {v.precision: v for v in report.kept()}
     assert set(kept) == {Precision.fp32, Precision.fp16, Precision.int8}
     assert report.served is Precision.int8
@@ -220,7 +221,9 @@ def test_planted_bad_variant_calibrated_on_constant_text_is_rejected(tiny, tmp_p
         config = PrecisionConfig(precisions=(Precision.fp32, Precision.int8), calibration_data=str(data))
         # GPU targets build only the calibrated Q/DQ form, the one calibration can spoil.
         labels = ["NEGATIVE", "POSITIVE"]
-        reports[name] = build_variants(onnx_file, tokenizer, 512, labels, config, "gpu", tmp_path / name)
+        reports[name] = build_variants(
+            ExportedModel(onnx_file, tokenizer, 512, tuple(labels), "gpu"), config, tmp_path / name
+        )
     good, bad = reports["good"], reports["bad"]
     good_int8 = next(v for v in good.variants if v.form == "int8-qdq")
     bad_int8 = next(v for v in bad.variants if v.form == "int8-qdq")
@@ -236,6 +239,6 @@ def test_force_keeps_a_failing_variant_and_says_so(tiny, tmp_path: Path) -> None
     constant = tmp_path / "constant.txt"
     constant.write_text(("! " * 400 + "\n") * 16)
     config = PrecisionConfig(precisions=(Precision.int8,), calibration_data=str(constant), gate=GateConfig(force=True))
-    report = build_variants(onnx_file, tokenizer, 512, ["NEGATIVE", "POSITIVE"], config, "gpu", tmp_path)
+    report = build_variants(ExportedModel(onnx_file, tokenizer, 512, ("NEGATIVE", "POSITIVE"), "gpu"), config, tmp_path)
     (int8,) = report.kept()
     assert int8.failures and "--force" in int8.note
