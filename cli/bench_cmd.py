@@ -12,7 +12,7 @@ from rich.table import Table
 
 from distil.cli.console import err, out, print_table, reports_errors
 from distil.errors import ConfigError
-from distil.loadtest.bench.tune import TunePercentile
+from distil.loadtest.bench.tuning import TunePercentile
 from distil.loadtest.record.percentiles import Percentile
 from distil.model_repository.integrity import METADATA_FILE, file_sha256
 from distil.model_repository.interface import ENSEMBLE
@@ -134,7 +134,9 @@ def tune(
     out_dir: Path = typer.Option(Path("artifacts/tune"), "--out", help="Where tune.json, tune.md and tune.png go."),
 ) -> None:
     """Search batching and instances for the most throughput within the SLO; write the best into the repository."""
-    from distil.loadtest.bench.tune import SearchSpace, TuneConfig, run_tune, write_outputs
+    from distil.loadtest.bench.tune import run_tune
+    from distil.loadtest.bench.tune_report import write_outputs
+    from distil.loadtest.bench.tuning import SearchSpace, TuneConfig
     from distil.model_repository import pbtxt
 
     space = SearchSpace(

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from distil.cli.app import app
-from distil.loadtest.bench.tune import current_point
+from distil.loadtest.bench.tune_configs import current_point
 from distil.model_repository import pbtxt
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

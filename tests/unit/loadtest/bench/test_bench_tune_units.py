@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from distil.errors import ConfigError
-from distil.loadtest.bench.tune import SearchSpace, Trial, TunePoint, _score, apply_point, current_point
+from distil.loadtest.bench.tune import _score
+from distil.loadtest.bench.tune_configs import apply_point, current_point
+from distil.loadtest.bench.tuning import SearchSpace, Trial, TunePoint
 from distil.model_repository import pbtxt
 from distil.model_repository.backends.onnx_classifier import length_groups
 
