@@ -134,7 +134,8 @@ def _served(repository: Path | None) -> Iterator[_Served]:
 
 
 def _run(config: LoadTestConfig, out_dir: Path, cross_check: bool = False) -> RunResult:
-    from distil.loadtest.drive.runner import run_load_test, write_run
+    from distil.loadtest.drive.runner import run_load_test
+    from distil.loadtest.record.files import write_run
 
     load = "users" if config.mode is LoadMode.CLOSED else "rps"
     levels = ", ".join(f"{s.level:g}" for s in config.steps)

@@ -18,7 +18,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
@@ -33,9 +32,8 @@ from distil.loadtest.drive.plan import PLAN_ENV, STEP_LINE, LocustPlan
 from distil.loadtest.drive.protocol import RequestError, Transport, make_requester, metrics_endpoint
 from distil.loadtest.record.cpu import local_server
 from distil.loadtest.record.recorder import Recorder, StepRecord, progress_line
-from distil.loadtest.record.schema import LoadMode, RunResult, save_run
+from distil.loadtest.record.schema import LoadMode, RunResult
 from distil.loadtest.record.scrape import scrape
-from distil.loadtest.record.steps_csv import write_steps_csv
 from distil.model_repository.server import free_port
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
@@ -43,13 +41,6 @@ LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 _LOCUST_GRACE_S = 60.0
 
 Progress = Callable[[dict[str, Any]], None]
-
-
-@dataclass(frozen=True)
-class RunFiles:
-    run_json: Path
-    steps_csv: Path
-    log: Path | None
 
 
 def _scheme(transport: Transport) -> str:
@@ -105,13 +96,6 @@ def run_load_test(
         cross_check=perf_analyzer.cross_check(config, work_dir, tool) if tool is not None else (),
         workers=workers,
     )
-
-
-def write_run(run: RunResult, out_dir: Path) -> RunFiles:
-    run_json = save_run(run, out_dir / "run.json")
-    steps_csv = write_steps_csv(run.steps, out_dir / "steps.csv")
-    log = out_dir / "locust.log"
-    return RunFiles(run_json, steps_csv, log if log.exists() else None)
 
 
 def _endpoint(config: LoadTestConfig) -> str | None:
