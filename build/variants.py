@@ -68,11 +68,7 @@ def plan_check_set(
             truth = label_ids(evaluation.labels, labels)
         except ConfigError:  # evaluation labels of another task: agreement with FP32 still gates the plan
             truth = None
-    return PlanCheckSet(input_ids, attention_mask, _logits(_session(fp32_onnx), feeds), truth)
-
-
-def _session(path: Path) -> Any:
-    return cpu_session(path)
+    return PlanCheckSet(input_ids, attention_mask, _logits(cpu_session(fp32_onnx), feeds), truth)
 
 
 def _logits(session: Any, feeds: Sequence[dict[str, np.ndarray]]) -> np.ndarray:
@@ -150,7 +146,7 @@ def _probe_failures(
         max_logit_drift=gate_config.max_logit_drift / 2,
         max_class_shift=gate_config.max_class_shift / 2,
     )
-    return gate(compare(reference, _logits(_session(path), feeds)), margin)
+    return gate(compare(reference, _logits(cpu_session(path), feeds)), margin)
 
 
 def _default_served(kept: set[Precision], target: str) -> Precision:
@@ -214,7 +210,7 @@ def build_variants(
             raise ConfigError("INT8 needs calibration text (--calibration-data).")
         calibration_source = f"{calibration.source} ({len(calibration.texts)} texts)"
         calibration_feeds = tokenize_batches(tokenizer, calibration.texts, max_length)
-        probe_reference = _logits(_session(fp32_onnx), calibration_feeds)
+        probe_reference = _logits(cpu_session(fp32_onnx), calibration_feeds)
         cache = scratch / "int8-ranges.json"
 
         def qdq(source: Path, path: Path, recipe: Int8Recipe) -> Path:
@@ -233,7 +229,7 @@ def build_variants(
             recipes[form] = recipe.describe(form)
 
     with stage(f"Evaluating {len(candidates)} variants against FP32 on {len(evaluation.texts)} texts"):
-        sessions = {form: _session(path) for _, form, path in candidates}
+        sessions = {form: cpu_session(path) for _, form, path in candidates}
         reference = _logits(sessions["fp32"], feeds)
         agreements = {form: compare(reference, _logits(sessions[form], feeds), truth) for _, form, _ in candidates[1:]}
         speeds = _speeds(sessions, feeds, len(evaluation.texts))

@@ -13,9 +13,9 @@ from rich.table import Table
 from distil.cli.console import err, out, print_table, reports_errors
 from distil.errors import ConfigError
 from distil.loadtest.bench.tuning import TunePercentile
-from distil.loadtest.record.percentiles import Percentile
+from distil.loadtest.record.percentiles import Percentile, format_figure
 from distil.model_repository.integrity import METADATA_FILE, file_sha256
-from distil.model_repository.interface import ENSEMBLE
+from distil.model_repository.interface import ENSEMBLE, POSTPROCESS, TOKENIZER
 
 if TYPE_CHECKING:
     from distil.loadtest.bench.config import BenchConfig
@@ -102,7 +102,7 @@ def bench(
         table.add_row(
             row["path"],
             f"{row['rps']:.1f}",
-            *(f"{row[k]:.2f}x" if row[k] is not None else "-" for k in ("vs_ort", "vs_fastapi", "vs_fp32")),
+            *(format_figure(row[k], decimals=2, unit="x") for k in ("vs_ort", "vs_fastapi", "vs_fp32")),
         )
     print_table(table)
     json_path, md_path = write_outputs(result, out_dir)
@@ -173,7 +173,6 @@ def tune(
         table.add_column(column)
     if best is not None:
         p = best.point
-        latency = best.p99_ms if result.percentile == "p99" else best.p95_ms
         table.add_row(
             "chosen",
             str(p.max_batch_size),
@@ -182,7 +181,7 @@ def tune(
             str(p.tokenizer_instances),
             str(p.classifier_instances),
             f"{best.rps:.1f}",
-            f"{latency:.1f} ms" if latency is not None else "-",
+            format_figure(best.latency_ms(result.percentile), unit=" ms"),
         )
         print_table(table)
     out.print(f"wrote {json_path}, {md_path} and {png_path}", highlight=False)
@@ -212,7 +211,7 @@ def overhead(
     duration: float = typer.Option(12.0, help="Seconds per run."),
 ) -> None:
     """CPU per request of each served process at saturation, and the sum outside the model (the GPU node's CPU bill)."""
-    from distil.loadtest.bench.cpu_time import CLIENT
+    from distil.loadtest.bench.cpu_time import CLIENT, SERVER
     from distil.loadtest.bench.overhead import MODEL_ROLE, run_overhead
     from distil.loadtest.drive.perf_analyzer import require_perf_analyzer
     from distil.loadtest.drive.protocol import Transport
@@ -242,7 +241,7 @@ def overhead(
     )
     roles = sorted({role for run in runs for role in run.cpu_ms if role != CLIENT})
     out.print("CPU ms per request at saturation, by server process; perf_analyzer drives", highlight=False)
-    short = {"tritonserver": "server", "tokenizer": "tok", "postprocess": "post", MODEL_ROLE: "model"}
+    short = {SERVER: "server", TOKENIZER: "tok", POSTPROCESS: "post", MODEL_ROLE: "model"}
     header = ["repository", "protocol", "req/s", *(short.get(role, role) for role in roles), "outside", "rps/core"]
     rows = [
         [

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from distil.build.engines import TensorRTMode
 from distil.build.model_source import DEFAULT_MODEL
-from distil.cli.console import err, out, progress_note, quiet_libraries, reports_errors, stage
+from distil.cli.console import err, out, print_table, progress_note, quiet_libraries, reports_errors, stage
 from distil.errors import ConfigError
 from distil.model_repository.config import RepositoryConfig, Target, load_yaml
 from distil.model_repository.integrity import METADATA_FILE, file_sha256
@@ -222,9 +222,9 @@ def build_engines(
     )
     result = build_repository(config, stage=stage, progress=progress_note)
 
-    out.print(files_table(result.repository, result.files))
+    print_table(files_table(result.repository, result.files))
     if result.precision is not None:
-        out.print(precision_table(result.precision))
+        print_table(precision_table(result.precision))
         for note in precision_notes(result.precision):
             out.print(f"  {note}", highlight=False)
         out.print(f"  report: {result.repository / 'precision_report.md'}")
@@ -264,5 +264,5 @@ def _compile_existing(source: Path, output: Path | None, workspace_mib: int) -> 
             f"{engine.gpu} (sm {engine.compute_capability})",
             str(len(engine.profiles)),
         )
-    out.print(table)
+    print_table(table)
     out.print(f"sha256:  {file_sha256(root / METADATA_FILE)} ({METADATA_FILE}, now with the plans)", soft_wrap=True)

@@ -36,7 +36,7 @@ from distil.loadtest.record.schema import (
     load_run,
 )
 from distil.model_repository import access
-from distil.model_repository.interface import ENSEMBLE
+from distil.model_repository.interface import ENSEMBLE, METRICS_PORT
 
 app = typer.Typer(
     help="Load-test a running Triton server and turn the results into capacity and HPA settings.",
@@ -202,7 +202,7 @@ def run(
     batch_size: int = typer.Option(1, help="Texts per request (client-side batching)."),
     corpus: Path | None = typer.Option(None, help="UTF-8 file, one text per line [default: the built-in corpus]."),
     model: str = typer.Option(ENSEMBLE, help="Model to query."),
-    metrics_url: str = typer.Option("127.0.0.1:8002", help="Triton's metrics address; '' to skip scraping."),
+    metrics_url: str = typer.Option(f"127.0.0.1:{METRICS_PORT}", help="Triton's metrics address; '' to skip scraping."),
     max_requests: int = typer.Option(1_000_000, help="Stop the run after this many requests."),
     max_in_flight: int = typer.Option(64, help="Open loop: most requests in flight (worker threads)."),
     request_timeout: float = typer.Option(30.0, help="Seconds before a request counts as a timeout."),

@@ -22,7 +22,7 @@ import sys
 import urllib.error
 import urllib.request
 
-from distil.model_repository.interface import ENSEMBLE, LABEL, TEXT
+from distil.model_repository.interface import ENSEMBLE, HTTP_PORT, LABEL, TEXT
 
 # Triton's messages when its dynamic batcher's queue policy rejects a request (REJECT action).
 OVERLOAD_MESSAGES = ("Exceeds maximum queue size", "Request timeout expired")
@@ -61,7 +61,7 @@ def probe(host: str, port: int, model: str, timeout_s: float) -> tuple[bool, str
     outputs = {o.get("name"): o for o in answer.get("outputs", [])}
     if LABEL not in outputs or not outputs[LABEL].get("data"):
         return False, f"{model} answered without a LABEL: {str(answer)[:200]}"
-    return True, f"ok: {outputs['LABEL']['data'][0]}"
+    return True, f"ok: {outputs[LABEL]['data'][0]}"
 
 
 def _error_message(raw: bytes) -> str:
@@ -74,7 +74,7 @@ def _error_message(raw: bytes) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Exit 0 if the served model answers one real inference.")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000, help="Triton's HTTP port.")
+    parser.add_argument("--port", type=int, default=HTTP_PORT, help="Triton's HTTP port.")
     parser.add_argument("--model", default=ENSEMBLE)
     parser.add_argument("--timeout", type=float, default=3.0, help="Seconds to wait for the answer.")
     args = parser.parse_args(argv)

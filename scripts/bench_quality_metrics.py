@@ -25,9 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
+from distil.loadtest.bench.cpu_time import CLIENT, SERVER
 from distil.loadtest.bench.overhead import measure
 from distil.loadtest.drive.perf_analyzer import PerfAnalyzer, require_perf_analyzer
 from distil.loadtest.drive.protocol import Transport
+from distil.model_repository.interface import CLASSIFIER, POSTPROCESS, TOKENIZER
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,7 +44,7 @@ def in_process(repository: Path) -> None:
             pass
 
     metrics = QualityMetrics(lambda name, description, labels: Nothing())
-    tokenizer = TextTokenizer(repository / "tokenizer" / "1" / "tokenizer.json", 512, 0, "[PAD]")
+    tokenizer = TextTokenizer(repository / TOKENIZER / "1" / "tokenizer.json", 512, 0, "[PAD]")
     inputs = InputCounts(metrics, length_buckets(512, ()), tokenizer.special_tokens)
     predictions = PredictionCounts(metrics, ["NEGATIVE", "POSITIVE"])
     rng = np.random.default_rng(0)
@@ -72,7 +74,7 @@ def without_metrics(repository: Path, revision: str, work: Path) -> Path:
 
     copy = work / "without"
     shutil.copytree(repository, copy)
-    for model in ("tokenizer", "postprocess"):
+    for model in (TOKENIZER, POSTPROCESS):
         source = subprocess.run(
             ["git", "show", f"{revision}:model_repository/backends/{model}.py"],
             cwd=ROOT,
@@ -113,7 +115,7 @@ def main() -> int:
                 row = served(repository, tool, args.concurrency, args.seconds, work)
                 rows.append((round_number, name, row))
                 print(f"round {round_number} {name}: " + json.dumps({k: round(v, 4) for k, v in row.items()}))
-    roles = ["req/s", "tritonserver", "tokenizer", "classifier", "postprocess", "client"]
+    roles = ["req/s", SERVER, TOKENIZER, CLASSIFIER, POSTPROCESS, CLIENT]
     print(f"\nserved, HTTP, perf_analyzer c={args.concurrency}, {args.seconds:.0f} s per run; ms of CPU per request")
     print(f"{'round':>5} {'layout':>13} " + " ".join(f"{r:>12}" for r in roles))
     for round_number, name, row in rows:

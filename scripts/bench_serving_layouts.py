@@ -32,10 +32,10 @@ from distil.loadtest.bench.overhead import OverheadRun, measure
 from distil.loadtest.drive.perf_analyzer import require_perf_analyzer
 from distil.loadtest.drive.protocol import Transport
 from distil.model_repository import integrity
-from distil.model_repository.interface import ENSEMBLE
+from distil.model_repository.interface import BATCHED_MODELS, ENSEMBLE
 
 LAYOUTS = Path(__file__).resolve().parent / "layouts"
-STAGES = ("tokenizer", "classifier", "postprocess")
+STAGES = BATCHED_MODELS  # tokenizer, classifier, postprocess
 
 
 def single_model(repository: Path, out: Path, model_py: Path) -> Path:

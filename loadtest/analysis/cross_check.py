@@ -21,10 +21,6 @@ CROSS_CHECK_COLUMNS = (
 )
 
 
-def _cores(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
-
-
 def _latencies(p50: float | None, p95: float | None, p99: float | None) -> str:
     return f"{format_figure(p50)} / {format_figure(p95)} / {format_figure(p99)} ms"
 
@@ -53,11 +49,11 @@ def cross_check_rows(run: RunResult) -> list[tuple[str, ...]]:
                 str(step.users),
                 f"{step.achieved_rps:.1f}",
                 f"{level.throughput_rps:.1f}",
-                "-" if share is None else f"{share:.2f}",
+                format_figure(share, decimals=2),
                 "client-limited" if limited else "agree",
                 _latencies(step.latency.p50_ms, step.latency.p95_ms, step.latency.p99_ms),
                 _latencies(level.p50_ms, level.p95_ms, level.p99_ms),
-                f"{_cores(step.client_cpu)} / {_cores(level.client_cpu)}",
+                f"{format_figure(step.client_cpu, decimals=2)} / {format_figure(level.client_cpu, decimals=2)}",
             )
         )
     return rows

@@ -65,10 +65,6 @@ def fmt_rate(value: float) -> str:
     return f"{value:.3%}"
 
 
-def fmt_ratio(value: float | None) -> str:
-    return "–" if value is None else f"{value:.2f}"
-
-
 def batching_model(run: RunResult) -> str | None:
     """The model whose batching the report shows: the classifier the ensemble runs (the ensemble itself
     never batches or queues: its avg batch is 1 and its queue time 0), else the run's model."""
@@ -126,8 +122,8 @@ def step_table(run: RunResult, analysis: Analysis) -> Table:
                 str(step.late),
                 step.cpu_label(),
                 "yes" if not misses else "no (" + ", ".join(misses) + ")",
-                fmt_ratio(None if server is None else server.avg_batch_size),
-                fmt_ratio(None if server is None else server.queue_compute_ratio),
+                format_figure(None if server is None else server.avg_batch_size, decimals=2),
+                format_figure(None if server is None else server.queue_compute_ratio, decimals=2),
             )
         )
     return Table(tuple(headers), tuple(rows))

@@ -1,1 +1,2 @@
-"""``distil bench`` and ``distil tune``: the served path measured beside the alternatives, and batching tuned."""
+"""``distil bench``, ``distil tune`` and ``distil overhead``: the served path measured beside the alternatives,
+batching tuned, and the CPU each server process spends per request."""

@@ -20,9 +20,11 @@ from pathlib import Path
 
 import psutil
 
+from distil.loadtest.record.cpu import SERVER_PROCESS
 from distil.model_repository.supervisor import stub_model
 
 CLIENT = "client"
+SERVER = SERVER_PROCESS  # tritonserver: front end, ensemble, batchers, the server side of each stub hop
 
 
 def role(process: psutil.Process, label: str | None = None) -> str:

@@ -9,14 +9,14 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from distil.loadtest.bench.cpu_time import CLIENT
+from distil.loadtest.bench.cpu_time import CLIENT, SERVER
 from distil.loadtest.bench.results import BenchResult, PathResult
-from distil.loadtest.record.percentiles import format_figure
+from distil.loadtest.record.percentiles import MISSING, format_figure
 from distil.model_repository.interface import TOKENIZER
 
 
 def _x(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}x"
+    return format_figure(value, decimals=2, unit="x")
 
 
 def to_markdown(result: BenchResult) -> str:
@@ -42,7 +42,7 @@ def to_markdown(result: BenchResult) -> str:
         for rate in result.rates:
             at = path.at_rate(rate)
             if at is None:
-                cells.append("-")
+                cells.append(MISSING)
                 continue
             cell = f"{format_figure(at.p50_ms)} / {format_figure(at.p95_ms)} / {format_figure(at.p99_ms)}"
             if at.achieved_rps < 0.95 * rate:
@@ -81,7 +81,7 @@ def _cpu_table(paths: Sequence[PathResult]) -> list[str]:
     measured = [p for p in paths if p.cpu_ms_per_request]
     if not measured:
         return []
-    first = (CLIENT, "tritonserver", TOKENIZER)
+    first = (CLIENT, SERVER, TOKENIZER)
     roles = sorted(
         {r for p in measured for r in p.cpu_ms_per_request},
         key=lambda r: (r not in first, first.index(r) if r in first else 0, r),
@@ -98,7 +98,7 @@ def _cpu_table(paths: Sequence[PathResult]) -> list[str]:
     for path in measured:
         cells = [format_figure(path.cpu_ms_per_request.get(role)) for role in roles]
         total = sum(path.cpu_ms_per_request.values())
-        busy = "-" if path.cpu_utilisation is None else f"{100 * path.cpu_utilisation:.0f}%"
+        busy = MISSING if path.cpu_utilisation is None else f"{100 * path.cpu_utilisation:.0f}%"
         lines.append(f"| {path.name} | " + " | ".join(cells) + f" | {total:.1f} | {busy} |")
     return lines
 

@@ -31,11 +31,10 @@ from distil.loadtest.drive.perf_analyzer import PerfAnalyzer, command, write_inp
 from distil.loadtest.drive.protocol import Transport
 from distil.loadtest.record.prometheus import parse_triton_metrics
 from distil.loadtest.record.scrape import scrape
-from distil.model_repository.interface import ENSEMBLE
+from distil.model_repository.interface import CLASSIFIER, ENSEMBLE
 from distil.model_repository.server import ServerConfig, TritonServer
 
-MODEL_ROLE = "classifier"  # the model's own process on a CPU repository; everything else is overhead
-SERVER_ROLE = "tritonserver"
+MODEL_ROLE = CLASSIFIER  # the model's own process on a CPU repository; everything else is overhead
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,8 @@ def to_markdown(result: TuneResult) -> str:
     if best is None:
         lines.append("No point met the SLO; nothing was written. Relax the SLO or lower --concurrency.")
     else:
-        lines.append(f"Chosen: {best.point.label()} — {best.rps:.1f} req/s, p99 {format_figure(best.p99_ms)} ms.")
+        latency = format_figure(best.latency_ms(result.percentile), unit=" ms")
+        lines.append(f"Chosen: {best.point.label()} — {best.rps:.1f} req/s, {result.percentile} {latency}.")
     return "\n".join(lines) + "\n"
 
 

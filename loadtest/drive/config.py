@@ -17,7 +17,7 @@ from pathlib import Path
 from distil.errors import ConfigError
 from distil.loadtest.drive.protocol import Endpoint, Transport, default_port, parse_target
 from distil.loadtest.record.schema import LoadMode
-from distil.model_repository.interface import ENSEMBLE, METRICS_PORT
+from distil.model_repository.interface import ENSEMBLE, HTTP_PORT, METRICS_PORT
 
 MAX_RUN_S = 3600.0
 MIN_STEP_S = 1.0
@@ -79,7 +79,7 @@ def parse_levels(text: str) -> tuple[float, ...]:
 class LoadTestConfig:
     """Everything a run needs: where, how, how much, and its bounds."""
 
-    url: str = "127.0.0.1:8000"
+    url: str = f"127.0.0.1:{HTTP_PORT}"
     transport: Transport = Transport.http
     mode: LoadMode = LoadMode.CLOSED
     steps: tuple[LoadStep, ...] = (LoadStep(1, 10.0),)

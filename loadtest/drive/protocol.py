@@ -33,9 +33,9 @@ from urllib.parse import urlsplit
 
 from distil.errors import ConfigError
 from distil.model_repository import interface
-from distil.model_repository.interface import ENSEMBLE, LABEL, LOGITS, PROBABILITIES, TEXT, TRUNCATED
+from distil.model_repository.interface import ENSEMBLE, LABEL, PUBLIC_OUTPUTS, TEXT
 
-OUTPUTS = (LABEL, PROBABILITIES, LOGITS, TRUNCATED)
+OUTPUTS = PUBLIC_OUTPUTS
 _LOOPBACK_NAMES = {"localhost"}
 _MAX_MESSAGE = 100
 

@@ -29,7 +29,7 @@ from distil.loadtest.drive.config import LoadTestConfig
 from distil.loadtest.drive.corpus import TextSampler, read_corpus
 from distil.loadtest.drive.open_loop import open_loop_pool, run_open_step
 from distil.loadtest.drive.plan import PLAN_ENV, STEP_LINE, LocustPlan
-from distil.loadtest.drive.protocol import RequestError, Transport, make_requester, metrics_endpoint
+from distil.loadtest.drive.protocol import RequestError, make_requester, metrics_endpoint
 from distil.loadtest.record.cpu import local_server
 from distil.loadtest.record.recorder import Recorder, StepRecord, progress_line
 from distil.loadtest.record.schema import LoadMode, RunResult
@@ -40,11 +40,7 @@ LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 # Locust's own start-up (imports, spawning) on top of the planned steps before we give up on it.
 _LOCUST_GRACE_S = 60.0
 
-Progress = Callable[[dict[str, Any]], None]
-
-
-def _scheme(transport: Transport) -> str:
-    return "grpc" if transport is Transport.grpc else "http"
+StepProgress = Callable[[dict[str, Any]], None]
 
 
 def check_server(config: LoadTestConfig) -> None:
@@ -70,7 +66,7 @@ def check_server(config: LoadTestConfig) -> None:
 
 
 def run_load_test(
-    config: LoadTestConfig, work_dir: Path, progress: Progress | None = None, cross_check: bool = False
+    config: LoadTestConfig, work_dir: Path, progress: StepProgress | None = None, cross_check: bool = False
 ) -> RunResult:
     """Apply ``config``'s steps to the server and return the recorded run (``work_dir`` receives logs).
 
@@ -87,7 +83,7 @@ def run_load_test(
     if not results:
         raise LoadTestError("the run recorded no step; see the Locust log in the output folder.")
     return RunResult(
-        target_url=f"{_scheme(config.transport)}://{config.target}",
+        target_url=f"{config.transport.protocol.value}://{config.target}",
         protocol=config.transport.value,
         model=config.model,
         started_at=started_at,
@@ -102,7 +98,7 @@ def _endpoint(config: LoadTestConfig) -> str | None:
     return metrics_endpoint(config.metrics_url) if config.metrics_url else None
 
 
-def _run_open(config: LoadTestConfig, progress: Progress | None) -> list[StepRecord]:
+def _run_open(config: LoadTestConfig, progress: StepProgress | None) -> list[StepRecord]:
     texts = read_corpus(config.corpus)
     target = config.endpoint
     endpoint = _endpoint(config)
@@ -151,7 +147,7 @@ def locust_command(config: LoadTestConfig) -> list[str]:
         str(LOCUSTFILE),
         "--headless",
         "--host",
-        f"{_scheme(config.transport)}://{config.target}",
+        f"{config.transport.protocol.value}://{config.target}",
         "--transport",
         config.transport.value,
         "--model-name",
@@ -195,7 +191,7 @@ def worker_command(master_host: str, master_port: int, processes: int = 1) -> li
     return command + (["--processes", str(processes)] if processes > 1 else [])
 
 
-def _run_locust(config: LoadTestConfig, work_dir: Path, progress: Progress | None) -> tuple[list[StepRecord], int]:
+def _run_locust(config: LoadTestConfig, work_dir: Path, progress: StepProgress | None) -> tuple[list[StepRecord], int]:
     work_dir.mkdir(parents=True, exist_ok=True)
     log_path = work_dir / "locust.log"
     with tempfile.TemporaryDirectory(prefix="distil-locust-") as tmp:
@@ -257,7 +253,7 @@ def _run_locust(config: LoadTestConfig, work_dir: Path, progress: Progress | Non
     return [StepRecord.from_dict(step) for step in data["steps"]], int(data.get("workers") or 1)
 
 
-def _pump(stream: IO[str] | None, log: IO[str], progress: Progress | None) -> None:
+def _pump(stream: IO[str] | None, log: IO[str], progress: StepProgress | None) -> None:
     if stream is None:
         return
     for line in stream:
