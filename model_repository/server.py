@@ -391,7 +391,7 @@ def served(
     config: ServerConfig, stage: Stage = no_stage, on_recovery: Callable[[Recovery], None] | None = None
 ) -> Iterator[TritonServer]:
     """A started tritonserver with every model ready (``TritonServer``'s own context), its start shown as a
-    ``stage``; stopped when the block ends, however it ends. The CLI's commands serve this way."""
+    ``stage``; stopped when the block ends, however it ends. Every command that serves does so here."""
     with contextlib.ExitStack() as stack:
         with stage(f"Starting tritonserver on {config.repository}"):
             server = stack.enter_context(TritonServer(config, on_recovery=on_recovery))

@@ -59,7 +59,7 @@ from distil.loadtest.record.prometheus import ModelMetrics
 from distil.loadtest.record.recorder import Recorder, StepRecord
 from distil.loadtest.record.schema import LoadMode, StepResult
 from distil.loadtest.record.scrape import scrape
-from distil.model_repository.server import ServerConfig, TritonServer
+from distil.model_repository.server import ServerConfig, TritonServer, served
 from distil.progress import Progress, no_progress
 
 
@@ -329,5 +329,5 @@ def _maybe_triton(config: ServerConfig, wanted: bool, progress: Progress) -> Ite
         yield None
         return
     progress(f"starting tritonserver on {config.http_url} (gRPC {config.grpc_url})")
-    with TritonServer(config) as server:
+    with served(config) as server:
         yield server

@@ -32,7 +32,7 @@ from distil.loadtest.drive.protocol import Transport
 from distil.loadtest.record.prometheus import parse_triton_metrics
 from distil.loadtest.record.scrape import scrape
 from distil.model_repository.interface import CLASSIFIER, ENSEMBLE
-from distil.model_repository.server import ServerConfig, TritonServer
+from distil.model_repository.server import ServerConfig, served
 
 MODEL_ROLE = CLASSIFIER  # the model's own process on a CPU repository; everything else is overhead
 
@@ -68,7 +68,7 @@ def measure(
     repository: Path, transport: Transport, tool: PerfAnalyzer, concurrency: int, seconds: float, work: Path
 ) -> OverheadRun:
     """Serve ``repository`` alone, warm it, then one perf_analyzer run of ``seconds`` at ``concurrency``."""
-    with TritonServer(ServerConfig.on_free_ports(repository, ready_timeout_s=180)) as server:
+    with served(ServerConfig.on_free_ports(repository, ready_timeout_s=180)) as server:
         url = server.config.grpc_url if transport is Transport.grpc else server.config.http_url
         metrics_url = server.config.metrics_url
         config = LoadTestConfig(url=url, transport=transport, admin_key=server.config.admin_key, metrics_url=None)

@@ -34,7 +34,7 @@ from distil.loadtest.bench.tuning import Trial, TuneConfig, TunePoint, TuneResul
 from distil.loadtest.drive.corpus import TextSampler, read_corpus
 from distil.loadtest.drive.protocol import Endpoint, HttpRequester
 from distil.model_repository.interface import CLASSIFIER, ENSEMBLE
-from distil.model_repository.server import ServerConfig, TritonServer
+from distil.model_repository.server import ServerConfig, served
 from distil.progress import Progress, no_progress
 
 
@@ -68,7 +68,7 @@ class _Tuner:
         apply_point(self.copy, self.classifier, point)
         server_config = ServerConfig.on_free_ports(self.copy, ready_timeout_s=300)
         target = Endpoint(server_config.host, server_config.http_port)
-        with TritonServer(server_config):
+        with served(server_config):
             users = self.config.concurrency
             requesters = [HttpRequester(target, self.config.model, binary=True) for _ in range(users)]
             try:
