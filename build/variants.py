@@ -19,34 +19,22 @@ from typing import Any
 
 import numpy as np
 
-from distil import machine
 from distil.build import cpu_graph, text_data
-from distil.build.accuracy import GateConfig, class_shares, compare, gate, label_ids
+from distil.build.accuracy import class_shares, compare, gate, label_ids
+from distil.build.int8_search import int8_form
 from distil.build.plan_gate import PlanCheckSet
 from distil.build.precision import SPEED_ROUNDS, Precision, PrecisionConfig, PrecisionReport, Variant
 from distil.build.quantize import (
     Int8Recipe,
-    node_roles,
     quantize_dynamic_int8,
     quantize_qdq,
-    sensitivity,
     tokenize_batches,
 )
-from distil.build.smoothing import ALPHAS, smooth
-from distil.errors import BuildError, ConfigError
-from distil.model_repository.interface import ATTENTION_MASK, INPUT_IDS, MODEL_OUTPUT
-from distil.ort_session import cpu_session
+from distil.build.selection import choose
+from distil.errors import ConfigError
+from distil.model_repository.interface import ATTENTION_MASK, INPUT_IDS
+from distil.ort_session import cpu_session, logits
 from distil.progress import Stage, no_stage
-
-# How many of the most sensitive MatMuls an INT8 form may keep in FP32, tried in this order.
-SENSITIVE_STEPS = (2, 4, 6, 9, 12, 16)
-
-
-# Each INT8 form's recipe before the sensitivity search: the dynamic form smooths its MatMul inputs
-# (``build.smoothing``), which on the example model halved its logit drift; the Q/DQ form gained nothing
-# from it there (README, "Measured on the real example model").
-INT8_RECIPES = {"int8-qdq": Int8Recipe(), "int8-dynamic": Int8Recipe(smoothing=ALPHAS)}
-
 
 FP16_RECIPE = "FP16 graph; LayerNorm, Softmax, reductions and the attention-mask arithmetic FP32"
 
@@ -68,95 +56,20 @@ def plan_check_set(
             truth = label_ids(evaluation.labels, labels)
         except ConfigError:  # evaluation labels of another task: agreement with FP32 still gates the plan
             truth = None
-    return PlanCheckSet(input_ids, attention_mask, _logits(cpu_session(fp32_onnx), feeds), truth)
-
-
-def _logits(session: Any, feeds: Sequence[dict[str, np.ndarray]]) -> np.ndarray:
-    return np.concatenate([session.run([MODEL_OUTPUT], feed)[0] for feed in feeds]).astype(np.float32)
+    return PlanCheckSet(input_ids, attention_mask, logits(cpu_session(fp32_onnx), feeds), truth)
 
 
 def _speeds(sessions: dict[str, Any], feeds: Sequence[dict[str, np.ndarray]], texts: int) -> dict[str, float]:
     """Texts per second for each session; rounds interleave the sessions so drift hits all alike."""
     for session in sessions.values():
-        _logits(session, feeds[:1])  # warm-up
+        logits(session, feeds[:1])  # warm-up
     rounds: dict[str, list[float]] = {name: [] for name in sessions}
     for _ in range(SPEED_ROUNDS):
         for name, session in sessions.items():
             started = time.perf_counter()
-            _logits(session, feeds)
+            logits(session, feeds)
             rounds[name].append(time.perf_counter() - started)
     return {name: texts / statistics.median(times) for name, times in rounds.items()}
-
-
-def _int8_form(
-    form: str,
-    make: Callable[[Path, Path, Int8Recipe], Path],
-    graph: Path,
-    fused: bool,
-    probe_feeds: Sequence[dict[str, np.ndarray]],
-    probe_reference: np.ndarray,
-    gate_config: GateConfig,
-    scratch: Path,
-) -> tuple[Path, Int8Recipe]:
-    """The INT8 form with the fewest FP32 MatMuls that passes the gate on the calibration text.
-
-    ``graph`` is the FP32 graph the form is made from: the exported one, or (``fused``) for the dynamic
-    form the fused CPU graph. The form's recipe (``INT8_RECIPES``) may first smooth it (``build.smoothing``,
-    exact in FP32); that graph is what gets quantized and measured. First everything is quantized. If that fails
-    the gate against FP32 on the calibration text (never the evaluation text, which must stay unseen),
-    each weight MatMul's own quantization error is measured there (``quantize.sensitivity``) and the
-    most sensitive ones are kept in FP32, a few more at each step, until it passes or
-    ``SENSITIVE_STEPS`` is exhausted; the gate on the evaluation data then decides, as for every variant.
-    """
-    import onnx
-
-    base = replace(INT8_RECIPES[form], fused=fused)
-    source = graph
-    if base.smoothing:
-        source = scratch / f"{form}-smoothed-fp32.onnx"
-        onnx.save(smooth(onnx.load(str(graph)), probe_feeds, base.smoothing), str(source))
-    recipe = base
-    path = make(source, scratch / f"{form}.onnx", recipe)
-    if not _probe_failures(path, probe_feeds, probe_reference, gate_config):
-        return path, recipe
-    scores = sensitivity(source, probe_feeds, path if form == "int8-qdq" else None)
-    ranked = sorted(scores, key=lambda node: scores[node], reverse=True)
-    roles = node_roles(onnx.load(str(graph)))  # the unsmoothed graph: smoothing renames no MatMul
-    for keep in SENSITIVE_STEPS:
-        chosen = tuple(ranked[:keep])
-        recipe = replace(base, keep_fp32=chosen, kept_roles=tuple(roles.get(n, n) for n in chosen))
-        path = make(source, scratch / f"{form}-fp32x{keep}.onnx", recipe)
-        if not _probe_failures(path, probe_feeds, probe_reference, gate_config):
-            break
-    return path, recipe
-
-
-def _probe_failures(
-    path: Path, feeds: Sequence[dict[str, np.ndarray]], reference: np.ndarray, gate_config: GateConfig
-) -> tuple[str, ...]:
-    """The gate on the calibration text, with a margin: the evaluation text is another sample.
-
-    The agreement bound moves halfway to 100% (99% becomes 99.5%) and the drift and class-share bounds
-    halve: the evaluation text is another sample, and the search should not stop at a form that
-    passes the calibration text by luck.
-    """
-    margin = replace(
-        gate_config,
-        min_agreement=(1 + gate_config.min_agreement) / 2,
-        max_logit_drift=gate_config.max_logit_drift / 2,
-        max_class_shift=gate_config.max_class_shift / 2,
-    )
-    return gate(compare(reference, _logits(cpu_session(path), feeds)), margin)
-
-
-def _default_served(kept: set[Precision], target: str) -> Precision:
-    if Precision.int8 in kept:
-        return Precision.int8
-    if Precision.fp16 in kept and target == "gpu":
-        return Precision.fp16
-    if Precision.fp32 in kept:
-        return Precision.fp32
-    return sorted(kept, key=lambda p: p.value)[0]
 
 
 @dataclass(frozen=True)
@@ -210,7 +123,7 @@ def build_variants(
             raise ConfigError("INT8 needs calibration text (--calibration-data).")
         calibration_source = f"{calibration.source} ({len(calibration.texts)} texts)"
         calibration_feeds = tokenize_batches(tokenizer, calibration.texts, max_length)
-        probe_reference = _logits(cpu_session(fp32_onnx), calibration_feeds)
+        probe_reference = logits(cpu_session(fp32_onnx), calibration_feeds)
         cache = scratch / "int8-ranges.json"
 
         def qdq(source: Path, path: Path, recipe: Int8Recipe) -> Path:
@@ -222,7 +135,7 @@ def build_variants(
         for form, make in forms:
             with stage(f"Quantizing {form} (checked against FP32 on {len(calibration.texts)} calibration texts)"):
                 graph = fused if form == "int8-dynamic" and fused is not None else fp32_onnx
-                path, recipe = _int8_form(
+                path, recipe = int8_form(
                     form, make, graph, graph != fp32_onnx, calibration_feeds, probe_reference, config.gate, scratch
                 )
             candidates.append((Precision.int8, form, path))
@@ -230,8 +143,8 @@ def build_variants(
 
     with stage(f"Evaluating {len(candidates)} variants against FP32 on {len(evaluation.texts)} texts"):
         sessions = {form: cpu_session(path) for _, form, path in candidates}
-        reference = _logits(sessions["fp32"], feeds)
-        agreements = {form: compare(reference, _logits(sessions[form], feeds), truth) for _, form, _ in candidates[1:]}
+        reference = logits(sessions["fp32"], feeds)
+        agreements = {form: compare(reference, logits(sessions[form], feeds), truth) for _, form, _ in candidates[1:]}
         speeds = _speeds(sessions, feeds, len(evaluation.texts))
     shares = class_shares(reference.argmax(axis=1), reference.shape[1])
 
@@ -251,47 +164,5 @@ def build_variants(
                 recipe=recipes.get(form, ""),
             )
         )
-    report = _choose(variants, config, target, eval_source, calibration_source)
+    report = choose(variants, config, target, eval_source, calibration_source)
     return replace(report, labels=tuple(labels), reference_class_shares=shares)
-
-
-def _choose(
-    variants: list[Variant], config: PrecisionConfig, target: str, eval_source: str, calibration_source: str | None
-) -> PrecisionReport:
-    """Keep one variant per requested precision: the fastest that passes (or, with --force, the best)."""
-    chosen: dict[Precision, Variant] = {}
-    for precision in config.precisions:
-        forms = [v for v in variants if v.precision is precision]
-        passing = [v for v in forms if not v.failures]
-        if passing:
-            chosen[precision] = max(passing, key=lambda v: v.texts_per_s)
-        elif config.gate.force and forms:
-            chosen[precision] = max(forms, key=lambda v: v.agreement.agreement if v.agreement else 1.0)
-
-    final = []
-    for v in variants:
-        note = ""
-        kept = chosen.get(v.precision) is v
-        if v.precision not in config.precisions:
-            note = "reference only (fp32 not in --precision)"
-        elif kept and v.failures:
-            note = "kept by --force despite failing the gate"
-        elif not kept and not v.failures:
-            note = f"not kept: {chosen[v.precision].form} is faster"
-        elif not kept:
-            note = "left out of the repository (use --force to keep it)"
-        final.append(replace(v, kept=kept, note=note))
-
-    kept_precisions = set(chosen)
-    if not kept_precisions:
-        failed = "; ".join(f"{v.form}: {', '.join(v.failures)}" for v in final if v.failures)
-        raise BuildError(
-            f"no requested precision passed the accuracy gate ({failed}). Add fp32 to --precision, use better "
-            f"calibration data, or pass --force to keep a failing variant."
-        )
-    served = config.serve or _default_served(kept_precisions, target)
-    if served not in kept_precisions:
-        raise BuildError(f"--serve-precision {served.value} failed the accuracy gate and was left out; see the report.")
-    return PrecisionReport(
-        tuple(final), served, eval_source, calibration_source, target, machine.describe(), config.gate
-    )
