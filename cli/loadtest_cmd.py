@@ -25,7 +25,7 @@ from distil.loadtest.analysis.generator import generator_sizing
 from distil.loadtest.analysis.summary import Analysis, analyze
 from distil.loadtest.analysis.thresholds import MetricType
 from distil.loadtest.drive.config import LoadTestConfig, Shape, build_steps, parse_levels
-from distil.loadtest.drive.protocol import Transport, default_port
+from distil.loadtest.drive.protocol import Transport
 from distil.loadtest.record.percentiles import Percentile, format_figure
 from distil.loadtest.record.schema import (
     CLIENT_BOUND_CORES,
@@ -250,7 +250,7 @@ def run(
             url = served.grpc_url if protocol is Transport.grpc else served.http_url
             metrics_url = served.metrics_url or ""
         config = LoadTestConfig(
-            url=url or f"127.0.0.1:{default_port(protocol)}",
+            url=url or f"127.0.0.1:{protocol.protocol.default_port}",
             transport=protocol,
             mode=mode,
             steps=steps,

@@ -55,16 +55,7 @@ def plot_latency_vs_throughput(run: RunResult, analysis: Analysis, path: Path) -
     knee = analysis.knee.step
     knee_latency = None if knee is None else knee.latency.get(criteria.percentile)
     if knee is not None and knee_latency is not None:
-        axes.scatter(
-            [knee.achieved_rps],
-            [knee_latency],
-            s=250,
-            facecolors="none",
-            edgecolors="black",
-            linewidths=2,
-            zorder=5,
-            label=f"knee (step {knee.index})",
-        )
+        _mark_knee(axes, knee.achieved_rps, knee_latency, knee.index)
     if analysis.capacity.capacity_rps is not None:
         axes.axvline(
             analysis.capacity.capacity_rps,
@@ -114,16 +105,7 @@ def plot_throughput_vs_offered(run: RunResult, analysis: Analysis, path: Path) -
         axes.plot([0, top], [0, top], color="grey", linestyle="--", label="achieved = offered")
     knee = analysis.knee.step
     if knee is not None:
-        axes.scatter(
-            [load_level(knee) if closed else knee.offered_rps],
-            [knee.achieved_rps],
-            s=250,
-            facecolors="none",
-            edgecolors="black",
-            linewidths=2,
-            zorder=5,
-            label=f"knee (step {knee.index})",
-        )
+        _mark_knee(axes, load_level(knee) if closed else knee.offered_rps, knee.achieved_rps, knee.index)
     if analysis.capacity.capacity_rps is not None:
         bound_note = " (lower bound)" if analysis.capacity.is_lower_bound else ""
         axes.axhline(
@@ -182,6 +164,13 @@ def plot_server_times(run: RunResult, path: Path) -> Path | None:
     axes.grid(True, alpha=0.3)
     axes.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small")
     return _save(figure, path)
+
+
+def _mark_knee(axes: Axes, x: float, y: float, index: int) -> None:
+    """The knee, ringed, on either plot."""
+    axes.scatter(
+        [x], [y], s=250, facecolors="none", edgecolors="black", linewidths=2, zorder=5, label=f"knee (step {index})"
+    )
 
 
 def _log_scale_if_wide(axes: Axes, values: Sequence[float]) -> None:

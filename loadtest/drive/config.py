@@ -15,7 +15,7 @@ from enum import Enum
 from pathlib import Path
 
 from distil.errors import ConfigError
-from distil.loadtest.drive.protocol import Endpoint, Transport, default_port, parse_target
+from distil.loadtest.drive.protocol import Endpoint, Transport, parse_target
 from distil.loadtest.record.schema import LoadMode
 from distil.model_repository.interface import ENSEMBLE, HTTP_PORT, METRICS_PORT
 
@@ -107,7 +107,9 @@ class LoadTestConfig:
         object.__setattr__(self, "transport", Transport(self.transport))
         object.__setattr__(self, "mode", LoadMode(self.mode))
         object.__setattr__(self, "steps", tuple(self.steps))
-        parse_target(self.url, default_port(self.transport), self.remote_target)  # readable, loopback unless remote
+        parse_target(
+            self.url, self.transport.protocol.default_port, self.remote_target
+        )  # readable, loopback unless remote
         if self.metrics_url:
             parse_target(self.metrics_url, METRICS_PORT, self.remote_target)
         if self.processes < 1 or self.expect_workers < 0:
@@ -164,7 +166,7 @@ class LoadTestConfig:
 
     @property
     def endpoint(self) -> Endpoint:
-        return parse_target(self.url, default_port(self.transport), self.remote_target)
+        return parse_target(self.url, self.transport.protocol.default_port, self.remote_target)
 
     @property
     def target(self) -> str:

@@ -427,7 +427,3 @@ def make_requester(transport: Transport, target: Endpoint, model: str = ENSEMBLE
     if transport is Transport.grpc:
         return GrpcRequester(target, model, timeout_s)
     return HttpRequester(target, model, binary=transport is Transport.http_binary, timeout_s=timeout_s)
-
-
-def default_port(transport: Transport) -> int:
-    return transport.protocol.default_port

@@ -24,7 +24,6 @@ from distil.loadtest.drive.corpus import TextSampler, read_corpus
 from distil.loadtest.drive.protocol import (
     Requester,
     Transport,
-    default_port,
     make_requester,
     parse_target,
 )
@@ -100,7 +99,7 @@ class TritonUser(User):
             if TritonUser._texts is None:
                 TritonUser._texts = read_corpus(Path(corpus) if corpus else None)
             remote = bool(getattr(options, "remote_target", False))
-            target = parse_target(self.host or "127.0.0.1", default_port(self.transport), remote)
+            target = parse_target(self.host or "127.0.0.1", self.transport.protocol.default_port, remote)
             if self.transport is Transport.grpc:
                 pool = gevent.get_hub().threadpool
                 pool.maxsize = max(pool.maxsize, 256)
