@@ -23,8 +23,13 @@ def to_markdown(result: BenchResult) -> str:
     lines = [
         f"Machine: {result.machine}. Model: `{result.model}`. Texts: {result.corpus}, one text per request.",
         f"Saturation: closed loop, best of concurrency {', '.join(map(str, result.concurrency))}, "
-        f"{result.duration_s:g} s each, in {result.rounds} rounds of windows with the paths interleaved. "
-        f"Fixed rates: open loop, {result.duration_s:g} s each, the paths in turn at each rate, latency from due time.",
+        f"{result.duration_s:g} s each, in {result.rounds} rounds of windows with the paths interleaved."
+        + (
+            f" Fixed rates: open loop, {result.duration_s:g} s each, the paths in turn at each rate,"
+            " latency from due time."
+            if result.rates
+            else ""
+        ),
         "",
         "| path | req/s at saturation | best concurrency | vs in-process ORT | vs FastAPI | vs same path FP32 |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -34,23 +39,24 @@ def to_markdown(result: BenchResult) -> str:
             f"| {path.name} | {path.saturation_rps:.1f} | {path.best_concurrency} | {_x(row['vs_ort'])} | "
             f"{_x(row['vs_fastapi'])} | {_x(row['vs_fp32'])} |"
         )
-    lines += ["", "Latency at fixed offered rates (ms, p50 / p95 / p99; errors shown when any):", ""]
-    header = "| path | " + " | ".join(f"{rate:g} req/s" for rate in result.rates) + " |"
-    lines += [header, "| --- |" + " --- |" * len(result.rates)]
-    for path in result.paths:
-        cells = []
-        for rate in result.rates:
-            at = path.at_rate(rate)
-            if at is None:
-                cells.append(MISSING)
-                continue
-            cell = f"{format_figure(at.p50_ms)} / {format_figure(at.p95_ms)} / {format_figure(at.p99_ms)}"
-            if at.achieved_rps < 0.95 * rate:
-                cell += f" (kept up with {at.achieved_rps:.1f} req/s)"
-            if at.errors:
-                cell += f" ({at.errors} errors)"
-            cells.append(cell)
-        lines.append(f"| {path.name} | " + " | ".join(cells) + " |")
+    if result.rates:
+        lines += ["", "Latency at fixed offered rates (ms, p50 / p95 / p99; errors shown when any):", ""]
+        header = "| path | " + " | ".join(f"{rate:g} req/s" for rate in result.rates) + " |"
+        lines += [header, "| --- |" + " --- |" * len(result.rates)]
+        for path in result.paths:
+            cells = []
+            for rate in result.rates:
+                at = path.at_rate(rate)
+                if at is None:
+                    cells.append(MISSING)
+                    continue
+                cell = f"{format_figure(at.p50_ms)} / {format_figure(at.p95_ms)} / {format_figure(at.p99_ms)}"
+                if at.achieved_rps < 0.95 * rate:
+                    cell += f" (kept up with {at.achieved_rps:.1f} req/s)"
+                if at.errors:
+                    cell += f" ({at.errors} errors)"
+                cells.append(cell)
+            lines.append(f"| {path.name} | " + " | ".join(cells) + " |")
     served = [p for p in result.paths if p.server]
     if served:
         lines += [
