@@ -4,6 +4,13 @@ The Triton server available from PyPI has no ONNX Runtime backend, so on CPU the
 The session is created once in ``initialize``; each ``execute`` stacks the requests of the dynamic
 batch (their inputs are ragged-batched), groups the rows by length so that padding stays small
 (:func:`length_groups`), runs the session once per group, and splits the logits back per request.
+
+Threads (``intra_op_threads`` 0, the default): the batch's rows, sorted by length, are split into
+one part per CPU the instance has (:func:`parallel_parts`), and the parts run at once, each on one
+ONNX Runtime thread. Splitting one run's operators over the cores instead (ONNX Runtime's own
+thread pool) costs about a third more CPU per text on small batches (docs/benchmarks.md, "The
+serving path outside the model"). ``intra_op_threads`` N > 0 gives that pool N threads and runs
+the parts one after another.
 On GPU nodes the same ``model.onnx`` is served by the NGC
 image's ``onnxruntime_onnx`` backend instead and this file is not used.
 
@@ -18,7 +25,9 @@ This file is copied into ``<repository>/classifier/1/model.py``; it imports only
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -87,18 +96,41 @@ def length_groups(lengths: np.ndarray, max_waste: float = 0.25) -> list[np.ndarr
     return groups
 
 
-class OnnxClassifier:
-    """One ONNX Runtime session over the whole batch of an ``execute`` call."""
+def parallel_parts(lengths: np.ndarray, parts: int) -> list[np.ndarray]:
+    """Row indices, shortest first, cut into at most ``parts`` runs of rows with about equal tokens each."""
+    order = np.argsort(lengths, kind="stable")
+    tokens = np.cumsum(lengths[order])
+    parts = min(parts, len(order))
+    cuts = np.searchsorted(tokens, tokens[-1] * np.arange(1, parts) / parts, side="right")
+    return [part for part in np.split(order, cuts) if part.size]
 
-    def __init__(self, model_file: Path, intra_op_threads: int, inter_op_threads: int, pad_id: int) -> None:
+
+def instance_cpus(config: dict[str, Any]) -> int:
+    """CPUs this process may use, shared among the model's instances (each a process of its own)."""
+    instances = sum(int(group.get("count", 1)) for group in config.get("instance_group", [])) or 1
+    return max(1, len(os.sched_getaffinity(0)) // instances)
+
+
+class OnnxClassifier:
+    """One ONNX Runtime session over the whole batch of an ``execute`` call.
+
+    ``intra_op_threads`` 0: ``parallel`` runs at once, one ONNX Runtime thread each; N > 0: one run
+    at a time on a pool of N threads.
+    """
+
+    def __init__(
+        self, model_file: Path, intra_op_threads: int, inter_op_threads: int, pad_id: int, parallel: int = 1
+    ) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = intra_op_threads
+        options.intra_op_num_threads = intra_op_threads or 1
         options.inter_op_num_threads = inter_op_threads
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.pad_id = pad_id
         self.session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
+        self.parallel = 1 if intra_op_threads else max(1, parallel)
+        self._pool = ThreadPoolExecutor(self.parallel - 1) if self.parallel > 1 else None
 
     def __call__(self, input_ids: Sequence[np.ndarray], attention_mask: Sequence[np.ndarray]) -> list[np.ndarray]:
         ids = pad_and_stack(input_ids, self.pad_id)
@@ -106,16 +138,29 @@ class OnnxClassifier:
         # Each row's extent: up to its last attended token (right padding past it is dropped).
         attended = mask != 0
         lengths = np.where(attended.any(axis=1), mask.shape[1] - np.argmax(attended[:, ::-1], axis=1), 1)
-        logits = np.empty((ids.shape[0], 0), dtype=np.float32)
-        for rows in length_groups(lengths):
-            longest = int(lengths[rows].max())
-            feeds = {"input_ids": ids[rows, :longest], "attention_mask": mask[rows, :longest]}
-            values = self.session.run(["logits"], feeds)[0]
-            if logits.shape[1] == 0:
-                logits = np.empty((ids.shape[0], values.shape[1]), dtype=np.float32)
+
+        def run(rows: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+            results = []
+            for group in length_groups(lengths[rows]):
+                part = rows[group]
+                longest = int(lengths[part].max())
+                feeds = {"input_ids": ids[part, :longest], "attention_mask": mask[part, :longest]}
+                results.append((part, self.session.run(["logits"], feeds)[0]))
+            return results
+
+        parts = parallel_parts(lengths, self.parallel)
+        # The caller's thread runs the last part while the pool runs the others (ONNX Runtime drops the GIL).
+        others = [self._pool.submit(run, rows) for rows in parts[:-1]] if self._pool else []
+        results = run(parts[-1]) + [result for future in others for result in future.result()]
+        logits = np.empty((ids.shape[0], results[0][1].shape[1]), dtype=np.float32)
+        for rows, values in results:
             logits[rows] = values
         splits = np.cumsum([array.shape[0] for array in input_ids])[:-1]
         return list(np.split(logits, splits))
+
+    def close(self) -> None:
+        if self._pool:
+            self._pool.shutdown()
 
 
 def _int_parameter(config: dict[str, Any], name: str, default: int) -> int:
@@ -134,6 +179,7 @@ class TritonPythonModel:
             intra_op_threads=_int_parameter(config, "intra_op_threads", 0),
             inter_op_threads=_int_parameter(config, "inter_op_threads", 1),
             pad_id=_int_parameter(config, "pad_id", 0),
+            parallel=instance_cpus(config),
         )
         self.vocab_size = _int_parameter(config, "vocab_size", 0)
         self.max_length = _int_parameter(config, "max_sequence_length", 0)
@@ -141,6 +187,9 @@ class TritonPythonModel:
             raise ValueError(
                 "classifier config.pbtxt lacks the vocab_size or max_sequence_length parameter; rebuild the repository."
             )
+
+    def finalize(self) -> None:
+        self.classifier.close()
 
     def execute(self, requests: list[Any]) -> list[Any]:
         ids = [pb_utils.get_input_tensor_by_name(r, "input_ids").as_numpy() for r in requests]

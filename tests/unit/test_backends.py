@@ -8,7 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from distil.model_repository.backends.onnx_classifier import pad_and_stack, request_error
+from distil.model_repository.backends.onnx_classifier import (
+    OnnxClassifier,
+    length_groups,
+    pad_and_stack,
+    parallel_parts,
+    request_error,
+)
 from distil.model_repository.backends.postprocess import label_names, softmax
 from distil.model_repository.backends.tokenizer import (
     InvalidTextError,
@@ -16,6 +22,7 @@ from distil.model_repository.backends.tokenizer import (
     decode_texts,
     utf8_prefix,
 )
+from distil.model_repository.interface import MODEL_INPUTS
 
 CAP = 16_384
 
@@ -141,3 +148,83 @@ def test_classifier_request_check_names_what_is_wrong(ids: np.ndarray, mask: np.
         assert error is None
     else:
         assert error is not None and re.search(message, error), error
+
+
+def test_length_groups_cover_every_row_once_and_bound_padding() -> None:
+    lengths = np.array([3, 130, 4, 128, 5, 60, 2, 3])
+    groups = length_groups(lengths, max_waste=0.25)
+    rows = np.concatenate(groups)
+    assert sorted(rows.tolist()) == list(range(len(lengths)))
+    for group in groups:
+        padded = lengths[group].max() * len(group)
+        assert padded <= 1.25 * lengths[group].sum() or len(group) == 1
+
+
+def test_length_groups_keep_equal_lengths_in_one_batch() -> None:
+    assert len(length_groups(np.full(16, 7))) == 1
+
+
+@pytest.mark.parametrize("parts", [1, 2, 3, 8])
+def test_parallel_parts_cover_every_row_once_shortest_first_with_about_equal_tokens(parts: int) -> None:
+    lengths = np.array([3, 130, 4, 128, 5, 60, 2, 3, 64, 66])
+    split = parallel_parts(lengths, parts)
+    assert 1 <= len(split) <= parts
+    assert sorted(np.concatenate(split).tolist()) == list(range(len(lengths)))
+    ordered = np.concatenate(split)
+    assert (np.diff(lengths[ordered]) >= 0).all()
+    if parts == 2:
+        tokens = [int(lengths[part].sum()) for part in split]
+        assert max(tokens) - min(tokens) <= lengths.max()
+
+
+def test_parallel_parts_never_make_more_parts_than_rows() -> None:
+    assert [part.tolist() for part in parallel_parts(np.array([9]), 4)] == [[0]]
+    assert len(parallel_parts(np.array([5, 5]), 4)) == 2
+
+
+def _counting_model(path: Path) -> Path:
+    """An ONNX model whose two logits are the sum of attended ids and the attended length: a row's
+    answer does not depend on padding or on the rows batched with it."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes = [
+        helper.make_node("Mul", ["input_ids", "attention_mask"], ["kept"]),
+        helper.make_node("ReduceSum", ["kept", "axis"], ["id_sum"], keepdims=1),
+        helper.make_node("ReduceSum", ["attention_mask", "axis"], ["length"], keepdims=1),
+        helper.make_node("Concat", ["id_sum", "length"], ["both"], axis=1),
+        helper.make_node("Cast", ["both"], ["logits"], to=TensorProto.FLOAT),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "counting",
+        [helper.make_tensor_value_info(name, TensorProto.INT64, ["batch", "sequence"]) for name in MODEL_INPUTS],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])],
+        initializer=[helper.make_tensor("axis", TensorProto.INT64, [1], [1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize(("intra_op_threads", "parallel"), [(1, 1), (0, 1), (0, 3), (2, 3)])
+def test_each_request_gets_its_own_rows_logits_however_the_batch_is_split(
+    tmp_path: Path, intra_op_threads: int, parallel: int
+) -> None:
+    classifier = OnnxClassifier(_counting_model(tmp_path / "model.onnx"), intra_op_threads, 1, 0, parallel)
+    rng = np.random.default_rng(3)
+    requests = []
+    for rows in (1, 3, 1, 2, 5, 1):
+        length = int(rng.integers(1, 40))
+        ids = rng.integers(1, 100, size=(rows, length)).astype(np.int64)
+        mask = np.ones_like(ids)
+        mask[0, length // 2 :] = 0  # the tokenizer's right padding inside a request
+        requests.append((ids, mask))
+    try:
+        answers = classifier([ids for ids, _ in requests], [mask for _, mask in requests])
+    finally:
+        classifier.close()
+    assert classifier.parallel == (parallel if intra_op_threads == 0 else 1)
+    for (ids, mask), logits in zip(requests, answers, strict=True):
+        expected = np.stack([(ids * mask).sum(axis=1), mask.sum(axis=1)], axis=1).astype(np.float32)
+        np.testing.assert_array_equal(logits, expected)

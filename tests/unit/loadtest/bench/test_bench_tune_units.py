@@ -1,10 +1,9 @@
-"""Pure parts of the bench and tune: length grouping in the classifier, the tune search space and config writing."""
+"""Pure parts of the bench and tune: the tune search space and config writing."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from distil.errors import ConfigError
@@ -12,21 +11,6 @@ from distil.loadtest.bench.tune import _score
 from distil.loadtest.bench.tune_configs import apply_point, current_point
 from distil.loadtest.bench.tuning import SearchSpace, Trial, TunePoint
 from distil.model_repository import pbtxt
-from distil.model_repository.backends.onnx_classifier import length_groups
-
-
-def test_length_groups_cover_every_row_once_and_bound_padding() -> None:
-    lengths = np.array([3, 130, 4, 128, 5, 60, 2, 3])
-    groups = length_groups(lengths, max_waste=0.25)
-    rows = np.concatenate(groups)
-    assert sorted(rows.tolist()) == list(range(len(lengths)))
-    for group in groups:
-        padded = lengths[group].max() * len(group)
-        assert padded <= 1.25 * lengths[group].sum() or len(group) == 1
-
-
-def test_length_groups_keep_equal_lengths_in_one_batch() -> None:
-    assert len(length_groups(np.full(16, 7))) == 1
 
 
 def test_snap_moves_a_point_outside_the_space_to_its_nearest_values() -> None:
