@@ -154,14 +154,16 @@ def build_engines(
     ),
     max_batch_size: int | None = typer.Option(None, help="Classifier max batch size [default: 64]."),
     max_queue_delay_us: int | None = typer.Option(None, help="Classifier dynamic batcher delay [default: 2000]."),
-    instances: int | None = typer.Option(None, help="Classifier instance count [default: 1]."),
+    instances: int | None = typer.Option(None, help="Classifier instance count [default: 2 on cpu, 1 on gpu]."),
     max_queue_size: int | None = typer.Option(
         None, help="Classifier queue bound; beyond it requests are rejected (0: unbounded) [default: 256]."
     ),
     queue_timeout_us: int | None = typer.Option(
         None, help="Reject a request queued this long at the classifier (0: never) [default: 1000000]."
     ),
-    intra_op_threads: int | None = typer.Option(None, help="ONNX Runtime threads per instance [default: 0 = auto]."),
+    intra_op_threads: int | None = typer.Option(
+        None, help="ONNX Runtime threads per run; 0: on cpu, one run per CPU at once [default: 0]."
+    ),
     max_text_bytes: int | None = typer.Option(
         None,
         help="Bytes of each text the tokenizer reads; a longer text is cut there and reported TRUNCATED "

@@ -59,9 +59,14 @@ class BatchingConfig:
         return self.max_queue_size > 0 or self.queue_timeout_us > 0
 
 
-def _default_batching() -> dict[str, BatchingConfig]:
+def default_batching(target: Target) -> dict[str, BatchingConfig]:
+    """Dynamic batching and instances of each model when nothing else is given."""
     # CPU defaults measured sensible on 2 cores: the tokenizer and postprocess are cheap and gain
-    # from large batches; the classifier waits up to 2 ms to fill a batch of 8-32. Under overload the
+    # from large batches; the classifier waits up to 2 ms to fill a batch of 8-32. On CPU the classifier
+    # runs two instances, each splitting its batch over its share of the CPUs (one ONNX Runtime thread
+    # per part, backends/onnx_classifier.py): while one instance computes, the other takes the next
+    # batch, so the cores do not idle between batches (docs/benchmarks.md, "Threads and instances of
+    # the CPU classifier"). On the GPU one instance: two have not been measured there. Under overload the
     # classifier is where requests pile up: it holds at most 256 (four full batches, well under a
     # second of CPU work) and rejects a request that waited 1 s, so clients get a fast, clear error
     # instead of an ever-growing queue.
@@ -81,6 +86,7 @@ def _default_batching() -> dict[str, BatchingConfig]:
             max_queue_delay_us=2000,
             max_queue_size=256,
             queue_timeout_us=1_000_000,
+            instance_count=2 if target is Target.cpu else 1,
         ),
         POSTPROCESS: BatchingConfig(max_batch_size=64, max_queue_delay_us=200),
     }
@@ -91,12 +97,14 @@ class RepositoryConfig:
     """Everything the writer needs besides the exported model itself."""
 
     target: Target = Target.cpu
-    batching: dict[str, BatchingConfig] = field(default_factory=_default_batching)
+    batching: dict[str, BatchingConfig] = field(default_factory=dict)  # empty: the target's defaults
     intra_op_threads: int = 0  # 0: ONNX Runtime picks (one per core)
     inter_op_threads: int = 1
     max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES
 
     def __post_init__(self) -> None:
+        if not self.batching:
+            object.__setattr__(self, "batching", default_batching(self.target))
         if self.max_text_bytes < 1:
             raise ConfigError(f"max_text_bytes must be at least 1, got {self.max_text_bytes}.")
         unknown = set(self.batching) - set(BATCHED_MODELS)
@@ -151,7 +159,7 @@ def load_yaml(path: Path, target: Target) -> RepositoryConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"batching config {path} must be a mapping of model names to settings.")
 
-    batching = _default_batching()
+    batching = default_batching(target)
     scalars: dict[str, int] = {}
     allowed = {f.name for f in fields(BatchingConfig)}
     for key, value in raw.items():

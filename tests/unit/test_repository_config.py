@@ -17,12 +17,18 @@ def test_yaml_overrides_only_the_models_it_names(tmp_path: Path) -> None:
     )
     config = load_yaml(path, Target.cpu)
     assert config.batching["classifier"] == BatchingConfig(
-        32, (8, 16), 3000, 1, max_queue_size=256, queue_timeout_us=1_000_000
+        32, (8, 16), 3000, 2, max_queue_size=256, queue_timeout_us=1_000_000
     )
     assert config.batching["tokenizer"].instance_count == 2
     assert config.batching["postprocess"] == RepositoryConfig().batching["postprocess"]
     assert config.intra_op_threads == 2
     assert config.ensemble_max_batch_size == 32
+
+
+def test_the_cpu_classifier_runs_two_instances_by_default_and_the_gpu_one_one() -> None:
+    assert RepositoryConfig(target=Target.cpu).batching["classifier"].instance_count == 2
+    assert RepositoryConfig(target=Target.gpu).batching["classifier"].instance_count == 1
+    assert RepositoryConfig(target=Target.cpu).batching["tokenizer"].instance_count == 1
 
 
 @pytest.mark.parametrize(

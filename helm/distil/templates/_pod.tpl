@@ -35,7 +35,8 @@ affinity:
 {{- end }}
 
 {{/*
-The exec probe: one real inference through the ensemble (distil.model_repository.probe, stdlib only).
+The exec probe: four real inferences in a row through the ensemble, so every instance of a model with
+up to four is reached (distil.model_repository.probe, stdlib only).
 */}}
 {{- define "distil.inferenceProbe" -}}
 {{- $p := .Values.probes.inference -}}
@@ -285,7 +286,7 @@ spec:
           port: http
         {{- toYaml $v.probes.startup | nindent 8 }}
       {{- /* Triton 2.51 keeps its health endpoints at 200 when a Python-backend stub has died, so
-      readiness and liveness send one real inference through distilbert (an overload rejection counts
+      readiness and liveness send real inferences through distilbert (an overload rejection counts
       as alive): a pod with a broken inference path leaves the Service, then restarts. */}}
       {{- $inference := $v.probes.inference }}
       readinessProbe:
