@@ -44,6 +44,12 @@ class Stub:
     instance: str
     shm_region: str
 
+    @property
+    def completes_config(self) -> bool:
+        """A stub Triton runs while it loads the model, to complete its config, named as the model
+        (an instance's stub is ``<model>_<group>_<index>``); it exits on purpose once done."""
+        return self.instance == self.model
+
 
 @dataclass(frozen=True)
 class Recovery:
@@ -205,7 +211,11 @@ class StubSupervisor:
         current = {stub.pid: stub for stub in stubs_of(self.server_pid)}
         with self._lock:
             self._regions.update(stub.shm_region for stub in current.values())
-        dead = [stub for pid, stub in self._watched.items() if pid not in current and not process_alive(pid)]
+        dead = [
+            stub
+            for pid, stub in self._watched.items()
+            if pid not in current and not stub.completes_config and not process_alive(pid)
+        ]
         self._watched = current
         if not self.heal or not self._armed.is_set():
             return []
@@ -228,8 +238,14 @@ class StubSupervisor:
             done.append(recovery)
             self.on_recovery(recovery)
         if done:  # the new stubs, so that the next pass watches them; a failed reload is tried again
-            self._watched = {stub.pid: stub for stub in stubs_of(self.server_pid)}
-            self._watched.update({r.stub.pid: r.stub for r in done if r.error is not None})
+            # A reloaded model's other stubs from before (its live instances, when it has several)
+            # belong to the replaced version: Triton stops them when it gets to it, which is no death.
+            # The stubs of this pass stay watched: one that died during the reload is found next pass.
+            reloaded = {r.stub.model for r in done if r.error is None}
+            watched = {pid: stub for pid, stub in current.items() if stub.model not in reloaded}
+            watched.update({stub.pid: stub for stub in stubs_of(self.server_pid) if stub.pid not in current})
+            watched.update({r.stub.pid: r.stub for r in done if r.error is not None})
+            self._watched = watched
             with self._lock:
                 self._regions.update(stub.shm_region for stub in self._watched.values())
         return done

@@ -73,7 +73,7 @@ def test_sigterm_answers_in_flight_requests_exits_cleanly_and_leaves_no_process(
         triton = [pid for pid in children_of(process.pid) if "tritonserver" in Path(f"/proc/{pid}/cmdline").read_text()]
         assert len(triton) == 1
         tree = {process.pid, triton[0], *(stub.pid for stub in stubs_of(triton[0]))}
-        assert len(tree) == 5  # distil serve, tritonserver, three stubs
+        assert len(tree) == 6  # distil serve, tritonserver, four stubs (tokenizer, two classifiers, postprocess)
 
         started = threading.Barrier(REQUESTS + 1)
 

@@ -47,3 +47,64 @@ def test_only_named_python_backend_regions_are_removed(tmp_path: Path, monkeypat
     gone = f"triton_python_backend_shm_region_{uuid.uuid4()}"
     assert remove_regions({ours, gone, "unrelated"}) == [ours]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([theirs, "unrelated"])
+
+
+def _stub(pid: int, instance: str) -> supervisor.Stub:
+    model = instance.rsplit("_", 2)[0]
+    return supervisor.Stub(pid=pid, model=model, instance=instance, shm_region=f"region-{pid}")
+
+
+def test_the_replaced_versions_other_instance_exiting_later_is_not_taken_for_a_death(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The CPU classifier has two instances. One dies; the reload starts two new stubs (and a stub that
+    # completes the config, which may still be running when the reload returns), and Triton stops
+    # the old version's live stub some time later: neither exit may reload the model again.
+    alive = {1: _stub(1, "classifier_0_0"), 2: _stub(2, "classifier_0_1"), 3: _stub(3, "postprocess_0_0")}
+    reloads: list[str] = []
+
+    def reload(url: str, key: str, model: str, generation: int) -> None:
+        reloads.append(model)
+        if model == "classifier":
+            alive.update({4: _stub(4, "classifier_0_0"), 5: _stub(5, "classifier_0_1")})
+            alive[7] = supervisor.Stub(pid=7, model="classifier", instance="classifier", shm_region="region-7")
+        else:
+            alive[6] = _stub(6, "postprocess_0_0")
+
+    monkeypatch.setattr(supervisor, "stubs_of", lambda server_pid: list(alive.values()))
+    monkeypatch.setattr(supervisor, "process_alive", lambda pid: pid in alive)
+    monkeypatch.setattr(supervisor, "reload_model", reload)
+    watcher = supervisor.StubSupervisor(server_pid=0, http_url="", admin_key="k", on_recovery=lambda r: None)
+    watcher.check()
+    watcher.arm()
+    watcher.check()  # the first pass once armed takes the stubs as they are
+
+    del alive[2]
+    assert [r.stub.instance for r in watcher.check()] == ["classifier_0_1"]
+    del alive[7]  # the config stub, done
+    del alive[1]  # the replaced version's other instance, stopped by Triton
+    assert watcher.check() == []
+    del alive[3]
+    assert [r.stub.model for r in watcher.check()] == ["postprocess"]
+    assert reloads == ["classifier", "postprocess"]
+
+
+def test_a_stub_that_dies_while_another_model_reloads_is_still_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
+    alive = {1: _stub(1, "classifier_0_0"), 2: _stub(2, "classifier_0_1"), 3: _stub(3, "postprocess_0_0")}
+
+    def reload(url: str, key: str, model: str, generation: int) -> None:
+        if model == "classifier":
+            alive.update({4: _stub(4, "classifier_0_0"), 5: _stub(5, "classifier_0_1")})
+            del alive[3]  # postprocess is killed while the classifier reloads
+        else:
+            alive[6] = _stub(6, "postprocess_0_0")
+
+    monkeypatch.setattr(supervisor, "stubs_of", lambda server_pid: list(alive.values()))
+    monkeypatch.setattr(supervisor, "process_alive", lambda pid: pid in alive)
+    monkeypatch.setattr(supervisor, "reload_model", reload)
+    watcher = supervisor.StubSupervisor(server_pid=0, http_url="", admin_key="k", on_recovery=lambda r: None)
+    watcher.arm()
+    watcher.check()
+    del alive[2]
+    assert [r.stub.model for r in watcher.check()] == ["classifier"]
+    assert [r.stub.instance for r in watcher.check()] == ["postprocess_0_0"]
