@@ -12,6 +12,10 @@ tensors) and gRPC, rounds interleaved:
   it). Its stub times ONNX Runtime's session on its own thread (``time.thread_time``, one intra-op
   thread) and writes the model's CPU per text when the server stops: that is subtracted from the
   stub's CPU to give "outside the model". The figure averages warm-up and the run alike.
+- ``bls``: a prototype (scripts/layouts/bls_model.py) of the layout with one Python stage that a GPU
+  node would serve: ``distilbert`` is one Python-backend model (two instances) that tokenizes, sends
+  its whole batch to the classifier model as one request (BLS) and postprocesses; the classifier
+  stays the repository's own model, so "outside the model" is measured as for the ensemble.
 - ``floor``: ``distilbert`` as a Python-backend model that answers every request with fixed outputs
   (scripts/layouts/echo_model.py): what Triton 2.51 and one Python stub cost per request, with no work.
 
@@ -32,14 +36,15 @@ from distil.loadtest.bench.overhead import OverheadRun, measure
 from distil.loadtest.drive.perf_analyzer import require_perf_analyzer
 from distil.loadtest.drive.protocol import Transport
 from distil.model_repository import integrity
-from distil.model_repository.interface import BATCHED_MODELS, ENSEMBLE
+from distil.model_repository.interface import BATCHED_MODELS, CLASSIFIER, ENSEMBLE
 
 LAYOUTS = Path(__file__).resolve().parent / "layouts"
 STAGES = BATCHED_MODELS  # tokenizer, classifier, postprocess
 
 
-def single_model(repository: Path, out: Path, model_py: Path) -> Path:
-    """A copy of ``repository`` whose ``distilbert`` is one Python-backend model running ``model_py``."""
+def single_model(repository: Path, out: Path, model_py: Path, keep: tuple[str, ...] = (), instances: int = 1) -> Path:
+    """A copy of ``repository`` whose ``distilbert`` is a Python-backend model running ``model_py``
+    (``instances`` of it), with only the models in ``keep`` left beside it."""
     shutil.copytree(repository, out)
     version = out / ENSEMBLE / "1"
     version.mkdir(exist_ok=True)
@@ -49,16 +54,21 @@ def single_model(repository: Path, out: Path, model_py: Path) -> Path:
     shutil.copy(repository / "tokenizer" / "1" / "tokenizer.json", version)
     shutil.copy(repository / "classifier" / "1" / "model.onnx", version)
     shutil.copy(model_py, version / "model.py")
+    shutil.copy(LAYOUTS / "layout_common.py", version)
     postprocess = (repository / "postprocess" / "config.pbtxt").read_text()
     labels = re.search(r'key: "labels"\s*value \{\s*string_value: (".*")', postprocess)
     assert labels, "no labels parameter in postprocess/config.pbtxt"
     (version / "labels.json").write_text(json.loads(labels.group(1)))
     ensemble = (repository / ENSEMBLE / "config.pbtxt").read_text()
     head = ensemble.split("ensemble_scheduling")[0].replace('platform: "ensemble"', 'backend: "python"')
-    batching = "instance_group { count: 1 kind: KIND_CPU }\ndynamic_batching { max_queue_delay_microseconds: 500 }\n"
+    batching = (
+        f"instance_group {{ count: {instances} kind: KIND_CPU }}\n"
+        "dynamic_batching { max_queue_delay_microseconds: 500 }\n"
+    )
     (out / ENSEMBLE / "config.pbtxt").write_text(head + batching)
     for stage in STAGES:
-        shutil.rmtree(out / stage)
+        if stage not in keep:
+            shutil.rmtree(out / stage)
     integrity.rewrite_manifest(out)
     return out
 
@@ -78,6 +88,7 @@ def main() -> int:
         layouts = {
             "ensemble": args.repository,
             "fused": single_model(args.repository, work / "fused", LAYOUTS / "fused_model.py"),
+            "bls": single_model(args.repository, work / "bls", LAYOUTS / "bls_model.py", (CLASSIFIER,), 2),
             "floor": single_model(args.repository, work / "floor", LAYOUTS / "echo_model.py"),
         }
         rows: list[tuple[str, OverheadRun, float]] = []
