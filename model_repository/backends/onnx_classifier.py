@@ -39,6 +39,7 @@ except ImportError:  # imported by unit tests and linters, outside Triton
     pb_utils = None
 
 MODEL_FILE = "model.onnx"
+CPUS_ENV = "DISTIL_CPUS"  # CPUs the server may use, when not its affinity (the chart: the pod's request)
 
 
 def pad_and_stack(arrays: Sequence[np.ndarray], pad_value: int) -> np.ndarray:
@@ -106,9 +107,13 @@ def parallel_parts(lengths: np.ndarray, parts: int) -> list[np.ndarray]:
 
 
 def instance_cpus(config: dict[str, Any]) -> int:
-    """CPUs this process may use, shared among the model's instances (each a process of its own)."""
+    """CPUs for one instance: ``$DISTIL_CPUS`` (the chart sets the pod's CPU request; a pod may run on
+    any of its node's cores, so the affinity would be the node's) or the CPUs this process may run
+    on, shared among the model's instances (each a process of its own)."""
     instances = sum(int(group.get("count", 1)) for group in config.get("instance_group", [])) or 1
-    return max(1, len(os.sched_getaffinity(0)) // instances)
+    given = os.environ.get(CPUS_ENV, "")
+    cpus = int(given) if given.isdigit() and int(given) > 0 else len(os.sched_getaffinity(0))
+    return max(1, cpus // instances)
 
 
 class OnnxClassifier:

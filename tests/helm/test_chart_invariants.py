@@ -82,6 +82,14 @@ def test_cpu_only_profile_has_no_gpu_anything(render: Render) -> None:
         assert "--allow-gpu-metrics=false" in triton_container(dep)["args"]
 
 
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_the_triton_container_tells_the_cpu_classifier_its_cpu_request(render: Render, scenario: str) -> None:
+    for dep in serving_deployments(render(load_values(CI_DIR / scenario))):
+        env = {e["name"]: e for e in triton_container(dep).get("env", [])}
+        field = env["DISTIL_CPUS"]["valueFrom"]["resourceFieldRef"]
+        assert field == {"containerName": "triton", "resource": "requests.cpu", "divisor": "1"}
+
+
 # --- probes, shutdown, security -----------------------------------------------------------------
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -9,7 +10,9 @@ import numpy as np
 import pytest
 
 from distil.model_repository.backends.onnx_classifier import (
+    CPUS_ENV,
     OnnxClassifier,
+    instance_cpus,
     length_groups,
     pad_and_stack,
     parallel_parts,
@@ -228,3 +231,16 @@ def test_each_request_gets_its_own_rows_logits_however_the_batch_is_split(
     for (ids, mask), logits in zip(requests, answers, strict=True):
         expected = np.stack([(ids * mask).sum(axis=1), mask.sum(axis=1)], axis=1).astype(np.float32)
         np.testing.assert_array_equal(logits, expected)
+
+
+def test_instances_share_the_cpus_the_chart_names_or_else_those_the_process_may_use(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    two = {"instance_group": [{"count": 2, "kind": "KIND_CPU"}]}
+    monkeypatch.setenv(CPUS_ENV, "8")
+    assert instance_cpus(two) == 4
+    assert instance_cpus({"instance_group": [{"count": 16}]}) == 1
+    monkeypatch.setenv(CPUS_ENV, "0")  # no CPU request in the pod: the process's own CPUs
+    assert instance_cpus(two) == max(1, len(os.sched_getaffinity(0)) // 2)
+    monkeypatch.delenv(CPUS_ENV)
+    assert instance_cpus({}) == len(os.sched_getaffinity(0))

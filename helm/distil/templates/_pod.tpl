@@ -260,6 +260,14 @@ spec:
           value: {{ $track.name | quote }}
         - name: DISTIL_MODEL_VERSION
           value: {{ $track.version | quote }}
+        # The CPUs a CPU classifier splits its batches over (backends/onnx_classifier.py): the pod's
+        # CPU request, rounded up, not the node's cores.
+        - name: DISTIL_CPUS
+          valueFrom:
+            resourceFieldRef:
+              containerName: triton
+              resource: requests.cpu
+              divisor: "1"
         - name: DISTIL_ADMIN_KEY
           valueFrom:
             secretKeyRef:
