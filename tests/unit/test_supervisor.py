@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,19 @@ def _stub(pid: int, instance: str) -> supervisor.Stub:
     return supervisor.Stub(pid=pid, model=model, instance=instance, shm_region=f"region-{pid}")
 
 
+def _watching(
+    monkeypatch: pytest.MonkeyPatch, alive: dict[int, supervisor.Stub], reload: Callable[[str], None]
+) -> supervisor.StubSupervisor:
+    """An armed supervisor over the stubs in ``alive`` (pid -> stub); ``reload(model)`` plays Triton's load."""
+    monkeypatch.setattr(supervisor, "stubs_of", lambda server_pid: list(alive.values()))
+    monkeypatch.setattr(supervisor, "process_alive", lambda pid: pid in alive)
+    monkeypatch.setattr(supervisor, "reload_model", lambda url, key, model, generation: reload(model))
+    watcher = supervisor.StubSupervisor(server_pid=0, http_url="", admin_key="k", on_recovery=lambda r: None)
+    watcher.arm()
+    watcher.check()  # the first pass once armed takes the stubs as they are
+    return watcher
+
+
 def test_the_replaced_versions_other_instance_exiting_later_is_not_taken_for_a_death(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -63,7 +77,7 @@ def test_the_replaced_versions_other_instance_exiting_later_is_not_taken_for_a_d
     alive = {1: _stub(1, "classifier_0_0"), 2: _stub(2, "classifier_0_1"), 3: _stub(3, "postprocess_0_0")}
     reloads: list[str] = []
 
-    def reload(url: str, key: str, model: str, generation: int) -> None:
+    def reload(model: str) -> None:
         reloads.append(model)
         if model == "classifier":
             alive.update({4: _stub(4, "classifier_0_0"), 5: _stub(5, "classifier_0_1")})
@@ -71,13 +85,7 @@ def test_the_replaced_versions_other_instance_exiting_later_is_not_taken_for_a_d
         else:
             alive[6] = _stub(6, "postprocess_0_0")
 
-    monkeypatch.setattr(supervisor, "stubs_of", lambda server_pid: list(alive.values()))
-    monkeypatch.setattr(supervisor, "process_alive", lambda pid: pid in alive)
-    monkeypatch.setattr(supervisor, "reload_model", reload)
-    watcher = supervisor.StubSupervisor(server_pid=0, http_url="", admin_key="k", on_recovery=lambda r: None)
-    watcher.check()
-    watcher.arm()
-    watcher.check()  # the first pass once armed takes the stubs as they are
+    watcher = _watching(monkeypatch, alive, reload)
 
     del alive[2]
     assert [r.stub.instance for r in watcher.check()] == ["classifier_0_1"]
@@ -92,19 +100,14 @@ def test_the_replaced_versions_other_instance_exiting_later_is_not_taken_for_a_d
 def test_a_stub_that_dies_while_another_model_reloads_is_still_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
     alive = {1: _stub(1, "classifier_0_0"), 2: _stub(2, "classifier_0_1"), 3: _stub(3, "postprocess_0_0")}
 
-    def reload(url: str, key: str, model: str, generation: int) -> None:
+    def reload(model: str) -> None:
         if model == "classifier":
             alive.update({4: _stub(4, "classifier_0_0"), 5: _stub(5, "classifier_0_1")})
             del alive[3]  # postprocess is killed while the classifier reloads
         else:
             alive[6] = _stub(6, "postprocess_0_0")
 
-    monkeypatch.setattr(supervisor, "stubs_of", lambda server_pid: list(alive.values()))
-    monkeypatch.setattr(supervisor, "process_alive", lambda pid: pid in alive)
-    monkeypatch.setattr(supervisor, "reload_model", reload)
-    watcher = supervisor.StubSupervisor(server_pid=0, http_url="", admin_key="k", on_recovery=lambda r: None)
-    watcher.arm()
-    watcher.check()
+    watcher = _watching(monkeypatch, alive, reload)
     del alive[2]
     assert [r.stub.model for r in watcher.check()] == ["classifier"]
     assert [r.stub.instance for r in watcher.check()] == ["postprocess_0_0"]
