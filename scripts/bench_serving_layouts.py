@@ -1,8 +1,8 @@
 """Where the served path's CPU outside the model goes: the shipped ensemble beside two layouts it could take.
 
-    .venv/bin/python scripts/bench_serving_layouts.py REPOSITORY [--rounds 2] [--seconds 10]
+    .venv/bin/python scripts/bench_serving_layouts.py REPOSITORY [--rounds 2] [--seconds 10] [--layouts fused,floor]
 
-REPOSITORY is a CPU repository written by ``distil build-engines``. Three repositories are served in
+REPOSITORY is a CPU repository written by ``distil build-engines``. Up to four repositories are served in
 turn, each driven by perf_analyzer at saturation (``distil overhead``'s measurement), HTTP (binary
 tensors) and gRPC, rounds interleaved:
 
@@ -78,19 +78,25 @@ def main() -> int:
     parser.add_argument("repository", type=Path)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--layouts", default="ensemble,fused,bls,floor", help="Layouts to measure, comma-separated.")
     args = parser.parse_args()
+    chosen = [name.strip() for name in args.layouts.split(",") if name.strip()]
     tool = require_perf_analyzer()
     with tempfile.TemporaryDirectory(prefix="distil-layouts-") as scratch:
         work = Path(scratch)
         report = work / "fused-report.json"
         os.environ["FUSED_REPORT"] = str(report)  # the server's stubs inherit it
-        layouts = {
-            "ensemble": args.repository,
-            "fused": single_model(args.repository, work / "fused", LAYOUTS / "fused_model.py"),
-            "bls": single_model(args.repository, work / "bls", LAYOUTS / "bls_model.py", (CLASSIFIER,), 2),
-            "floor": single_model(args.repository, work / "floor", LAYOUTS / "echo_model.py"),
+        writers = {
+            "ensemble": lambda: args.repository,
+            "fused": lambda: single_model(args.repository, work / "fused", LAYOUTS / "fused_model.py"),
+            "bls": lambda: single_model(args.repository, work / "bls", LAYOUTS / "bls_model.py", (CLASSIFIER,), 2),
+            "floor": lambda: single_model(args.repository, work / "floor", LAYOUTS / "echo_model.py"),
         }
+        unknown = sorted(set(chosen) - set(writers))
+        if unknown or not chosen:
+            parser.error(f"--layouts takes names among {list(writers)}, got {args.layouts!r}")
+        layouts = {name: writers[name]() for name in chosen}
         rows: list[tuple[str, OverheadRun, float]] = []
         for _ in range(args.rounds):
             for transport in (Transport.http_binary, Transport.grpc):

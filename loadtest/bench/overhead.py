@@ -17,7 +17,6 @@ protocols are measured in interleaved rounds, so that drift of the machine hits 
 
 from __future__ import annotations
 
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -27,7 +26,7 @@ from pathlib import Path
 from distil.errors import LoadTestError
 from distil.loadtest.bench.cpu_time import CLIENT, CpuMeter
 from distil.loadtest.drive.config import LoadTestConfig
-from distil.loadtest.drive.perf_analyzer import PerfAnalyzer, command, write_input_data
+from distil.loadtest.drive.perf_analyzer import PerfAnalyzer, command, run_bounded, write_input_data
 from distil.loadtest.drive.protocol import Transport
 from distil.loadtest.record.prometheus import parse_triton_metrics
 from distil.loadtest.record.scrape import scrape
@@ -75,13 +74,8 @@ def measure(
         data = write_input_data(config, work / "input-data.json")
 
         def drive(duration_s: float) -> None:
-            done = subprocess.run(
-                command(tool, config, concurrency, duration_s, data, work / "perf.csv"),
-                capture_output=True,
-                text=True,
-                env=tool.env(),
-                check=False,
-            )
+            args = command(tool, config, concurrency, duration_s, data, work / "perf.csv")
+            done = run_bounded(args, tool, concurrency, duration_s, capture_output=True, text=True)
             if done.returncode != 0:
                 raise LoadTestError(f"perf_analyzer failed: {(done.stdout + done.stderr)[-2000:]}")
 
@@ -100,7 +94,7 @@ def run_overhead(
     transports: Sequence[Transport],
     tool: PerfAnalyzer,
     rounds: int = 3,
-    concurrency: int = 16,
+    concurrency: int = 32,
     seconds: float = 12.0,
     progress: Callable[[OverheadRun], None] = lambda run: None,
 ) -> list[OverheadRun]:
