@@ -59,7 +59,11 @@ def bench(
     rounds: int = typer.Option(
         4, help="Saturation is measured in this many rounds of short windows, the paths interleaved."
     ),
-    concurrency: str = typer.Option("2,16", help="Closed-loop concurrencies; each path keeps its best."),
+    concurrency: str = typer.Option(
+        "16,32,64,128",
+        help="Closed-loop concurrencies; each path keeps its best (the served path batches, so it needs "
+        "many requests in flight to saturate).",
+    ),
     rate_fractions: str = typer.Option(
         "0.25,0.5,0.75", help="Fixed offered rates as fractions of the slowest served/FastAPI saturation."
     ),
@@ -207,7 +211,11 @@ def overhead(
     ),
     protocols: str = typer.Option("http-binary,grpc", help="Protocols: http (JSON tensors), http-binary, grpc."),
     rounds: int = typer.Option(3, help="Rounds; each measures every repository on every protocol once."),
-    concurrency: int = typer.Option(16, help="perf_analyzer's concurrency (keep the server saturated)."),
+    concurrency: int = typer.Option(
+        32,
+        help="perf_analyzer's concurrency: enough requests in flight to keep the batching server busy (perf_analyzer "
+        "2.51 has hung at 64 and more against a fast server).",
+    ),
     duration: float = typer.Option(12.0, help="Seconds per run."),
 ) -> None:
     """CPU per request of each served process at saturation, and the sum outside the model (the GPU node's CPU bill)."""

@@ -30,7 +30,7 @@ class BenchConfig:
     repository: Path
     duration_s: float = 8.0  # each saturation level (in total over the rounds) and each fixed-rate step
     rounds: int = 4  # saturation windows per path and level, interleaved with the other paths'
-    concurrency: tuple[int, ...] = (2, 16)
+    concurrency: tuple[int, ...] = (16, 32, 64, 128)
     rate_fractions: tuple[float, ...] = (0.25, 0.5, 0.75)
     rates: tuple[float, ...] = ()  # absolute offered rates; overrides rate_fractions
     kinds: tuple[str, ...] = KINDS
