@@ -73,15 +73,21 @@ def single_model(repository: Path, out: Path, model_py: Path, keep: tuple[str, .
     return out
 
 
+LAYOUT_NAMES = ("ensemble", "fused", "bls", "floor")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("repository", type=Path)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--layouts", default="ensemble,fused,bls,floor", help="Layouts to measure, comma-separated.")
+    parser.add_argument("--layouts", default=",".join(LAYOUT_NAMES), help="Layouts to measure, comma-separated.")
     args = parser.parse_args()
     chosen = [name.strip() for name in args.layouts.split(",") if name.strip()]
+    unknown = sorted(set(chosen) - set(LAYOUT_NAMES))
+    if unknown or not chosen:
+        parser.error(f"--layouts takes names among {list(LAYOUT_NAMES)}; unknown or none: {unknown or args.layouts!r}")
     tool = require_perf_analyzer()
     with tempfile.TemporaryDirectory(prefix="distil-layouts-") as scratch:
         work = Path(scratch)
@@ -93,9 +99,6 @@ def main() -> int:
             "bls": lambda: single_model(args.repository, work / "bls", LAYOUTS / "bls_model.py", (CLASSIFIER,), 2),
             "floor": lambda: single_model(args.repository, work / "floor", LAYOUTS / "echo_model.py"),
         }
-        unknown = sorted(set(chosen) - set(writers))
-        if unknown or not chosen:
-            parser.error(f"--layouts takes names among {list(writers)}, got {args.layouts!r}")
         layouts = {name: writers[name]() for name in chosen}
         rows: list[tuple[str, OverheadRun, float]] = []
         for _ in range(args.rounds):
