@@ -219,6 +219,7 @@ def overhead(
     duration: float = typer.Option(12.0, help="Seconds per run."),
 ) -> None:
     """CPU per request of each served process at saturation, and the sum outside the model (the GPU node's CPU bill)."""
+    from distil.loadtest.bench.config import check_concurrency
     from distil.loadtest.bench.cpu_time import CLIENT, SERVER
     from distil.loadtest.bench.overhead import MODEL_ROLE, run_overhead
     from distil.loadtest.drive.perf_analyzer import require_perf_analyzer
@@ -228,8 +229,9 @@ def overhead(
         transports = [Transport(p.strip()) for p in protocols.split(",") if p.strip()]
     except ValueError:
         raise ConfigError(f"--protocols takes http, http-binary and grpc, got {protocols!r}.") from None
-    if rounds < 1 or concurrency < 1 or duration < 2:
-        raise ConfigError("--rounds and --concurrency must be at least 1, --duration at least 2 s.")
+    if rounds < 1 or duration < 2:
+        raise ConfigError("--rounds must be at least 1, --duration at least 2 s.")
+    check_concurrency([concurrency])
     for repository in repositories:
         if not (repository / ENSEMBLE).is_dir():
             raise ConfigError(f"{repository} is not a repository written by build-engines (no {ENSEMBLE}/).")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,17 @@ FASTAPI = "fastapi"
 KINDS = (EAGER, ORT, TRITON_HTTP, TRITON_GRPC, FASTAPI)
 SERVED = (TRITON_HTTP, TRITON_GRPC)
 FASTAPI_ROLE = "uvicorn"  # the FastAPI baseline's processes, as cpu_time names them
+
+
+# The load generators hold one thread (distil's closed loop) or one context (perf_analyzer) per request
+# in flight; beyond this they would exhaust the machine before they load the server.
+MAX_CONCURRENCY = 4096
+
+
+def check_concurrency(levels: Sequence[int]) -> None:
+    """Refuse closed-loop concurrencies the load generators cannot hold."""
+    if not levels or min(levels) < 1 or max(levels) > MAX_CONCURRENCY:
+        raise ConfigError(f"--concurrency takes integers from 1 to {MAX_CONCURRENCY}, got {list(levels)}.")
 
 
 @dataclass(frozen=True)
@@ -49,8 +61,7 @@ class BenchConfig:
             )
         if self.duration_s <= 0 or self.warmup_s < 0:
             raise ConfigError("--duration must be positive and --warmup non-negative.")
-        if not self.concurrency or min(self.concurrency) < 1:
-            raise ConfigError(f"--concurrency takes integers >= 1, got {list(self.concurrency)}.")
+        check_concurrency(self.concurrency)
         if any(not 0 < f < 1 for f in self.rate_fractions) or any(r <= 0 for r in self.rates):
             raise ConfigError("rate fractions must lie in (0, 1) and rates must be positive.")
         unknown = set(self.kinds) - set(KINDS)

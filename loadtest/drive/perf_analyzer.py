@@ -84,7 +84,9 @@ def find_perf_analyzer() -> PerfAnalyzer | None:
 def require_perf_analyzer() -> PerfAnalyzer:
     tool = find_perf_analyzer()
     if tool is None:
-        raise LoadTestError(f"--cross-check needs Triton's perf_analyzer, which is not on PATH; {INSTALL_HINT}")
+        raise LoadTestError(
+            f"Triton's perf_analyzer (used by --cross-check and distil overhead) is not on PATH; {INSTALL_HINT}"
+        )
     return tool
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from distil.errors import ConfigError
+from distil.loadtest.bench.config import MAX_CONCURRENCY, check_concurrency
 from distil.loadtest.bench.tune import _score
 from distil.loadtest.bench.tune_configs import apply_point, current_point
 from distil.loadtest.bench.tuning import SearchSpace, Trial, TunePoint
@@ -100,3 +101,10 @@ def test_while_no_point_meets_the_slo_tune_ranks_by_the_slos_own_percentile() ->
     # Meeting the SLO beats any latency; among those that meet it, throughput decides.
     assert _score(_trial(50.0, 60.0, meets_slo=True, rps=10.0), "p95") > _score(low_p95, "p95")
     assert _score(_trial(9.0, 9.0, True, rps=20.0), "p99") > _score(_trial(1.0, 1.0, True, rps=10.0), "p99")
+
+
+@pytest.mark.parametrize("levels", [(), (0,), (16, -1), (16, MAX_CONCURRENCY + 1)])
+def test_concurrencies_the_load_generators_cannot_hold_are_refused(levels: tuple[int, ...]) -> None:
+    with pytest.raises(ConfigError, match=f"integers from 1 to {MAX_CONCURRENCY}"):
+        check_concurrency(levels)
+    check_concurrency((1, MAX_CONCURRENCY))
