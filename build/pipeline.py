@@ -105,7 +105,6 @@ def build_repository(config: BuildConfig, stage: Stage = no_stage, progress: Pro
             tokenizer_dir = work / "tokenizer"
             tokenizer.save_pretrained(tokenizer_dir)
             pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
-            pad_token = str(tokenizer.pad_token or "[PAD]")
 
         fp32_file = work / "fp32.onnx"
         with stage(f"Exporting to ONNX (opset {config.export.opset})"):
@@ -137,7 +136,7 @@ def build_repository(config: BuildConfig, stage: Stage = no_stage, progress: Pro
         root = config.output
         prepare_output(root)
         with stage(f"Writing Triton model repository ({target.value})"):
-            interface = ModelInterface(served, tokenizer_dir, labels, max_length, pad_id, pad_token)
+            interface = ModelInterface(served, tokenizer_dir, labels, max_length, pad_id)
             write_repository(root, interface, config.repository, variants)
             if report is not None:
                 report.write(root)

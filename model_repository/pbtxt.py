@@ -111,12 +111,11 @@ def _parameters(values: dict[str, Any]) -> dict[str, Any]:
     return {key: {"string_value": str(value)} for key, value in values.items()}
 
 
-def tokenizer_config(config: RepositoryConfig, max_length: int, pad_id: int, pad_token: str) -> dict[str, Any]:
+def tokenizer_config(config: RepositoryConfig, max_length: int, pad_id: int) -> dict[str, Any]:
     batching = config.batching[TOKENIZER]
     parameters: dict[str, Any] = {
         "max_length": max_length,
         "pad_id": pad_id,
-        "pad_token": pad_token,
         "max_text_bytes": config.max_text_bytes,
     }
     return {

@@ -52,7 +52,6 @@ class ModelInterface:
     labels: tuple[str, ...]
     max_length: int
     pad_id: int
-    pad_token: str
 
     def __post_init__(self) -> None:
         if not self.labels:
@@ -136,7 +135,7 @@ def write_repository(
     _copy_backend(quality_metrics.__file__, tokenizer_version / quality_metrics.COPIED_AS)
     pbtxt.write(
         root / TOKENIZER / "config.pbtxt",
-        pbtxt.tokenizer_config(config, model.max_length, model.pad_id, model.pad_token),
+        pbtxt.tokenizer_config(config, model.max_length, model.pad_id),
     )
 
     # classifier(s)

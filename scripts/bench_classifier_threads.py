@@ -59,7 +59,7 @@ def main() -> None:
     info = RepositoryInfo.read(args.repository)
     served = next(precision for precision, name in info.classifiers.items() if name == CLASSIFIER)
     precision = args.precision or served
-    tokenizer = TextTokenizer(info.tokenizer_dir / "tokenizer.json", info.max_length, info.pad_id, info.pad_token)
+    tokenizer = TextTokenizer(info.tokenizer_dir / "tokenizer.json", info.max_length, info.pad_id)
     draw = random.Random(7)
     corpus = read_corpus()
     encoded = [tokenizer([draw.choice(corpus)]) for _ in range(args.texts)]

@@ -84,7 +84,6 @@ class RepositoryInfo:
     ensembles: dict[str, str]  # precision -> ensemble name
     classifiers: dict[str, str]  # precision -> classifier model name
     pad_id: int
-    pad_token: str
 
     @classmethod
     def read(cls, root: Path) -> RepositoryInfo:
@@ -105,7 +104,6 @@ class RepositoryInfo:
             ensembles,
             classifiers,
             int(tokenizer["pad_id"].string_value),
-            tokenizer["pad_token"].string_value,
         )
 
     def onnx_file(self, precision: str) -> Path:

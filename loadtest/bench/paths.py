@@ -39,9 +39,7 @@ class InProcessOnnx:
 
         from distil.model_repository.backends.tokenizer import TextTokenizer
 
-        self.tokenizer = TextTokenizer(
-            info.tokenizer_dir / "tokenizer.json", info.max_length, info.pad_id, info.pad_token
-        )
+        self.tokenizer = TextTokenizer(info.tokenizer_dir / "tokenizer.json", info.max_length, info.pad_id)
         self.session = cpu_session(info.onnx_file(precision))
 
     def infer(self, texts: Sequence[str]) -> None:

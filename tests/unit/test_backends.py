@@ -81,7 +81,7 @@ def test_one_batch_call_matches_transformers_and_pads_to_the_longest_not_the_max
     from transformers import AutoTokenizer
 
     texts = ["a great movie", "terrible service, very slow and the food was bad", "ok"]
-    ours = TextTokenizer(tokenizer_dir / "tokenizer.json", max_length=512, pad_id=0, pad_token="[PAD]")(texts)
+    ours = TextTokenizer(tokenizer_dir / "tokenizer.json", max_length=512, pad_id=0)(texts)
     theirs = AutoTokenizer.from_pretrained(tokenizer_dir)(texts, padding=True, truncation=True, max_length=512)
     assert ours.input_ids.tolist() == theirs["input_ids"]
     assert ours.attention_mask.tolist() == theirs["attention_mask"]
@@ -90,11 +90,34 @@ def test_one_batch_call_matches_transformers_and_pads_to_the_longest_not_the_max
 
 
 def test_long_text_is_truncated_to_max_length_and_reported(tokenizer_dir: Path) -> None:
-    tokenizer = TextTokenizer(tokenizer_dir / "tokenizer.json", max_length=16, pad_id=0, pad_token="[PAD]")
+    tokenizer = TextTokenizer(tokenizer_dir / "tokenizer.json", max_length=16, pad_id=0)
     batch = tokenizer(["good " * 100, "good"])
     assert batch.input_ids.shape == (2, 16)
     assert batch.truncated.tolist() == [True, False]
     assert batch.attention_mask[1].sum() == 3  # [CLS] good [SEP]
+
+
+def test_the_load_test_corpus_tokenizes_as_transformers_pads_it_with_truncation_only_where_it_happened(
+    tokenizer_dir: Path,
+) -> None:
+    from transformers import AutoTokenizer
+
+    from distil.loadtest.drive.corpus import read_corpus
+
+    theirs = AutoTokenizer.from_pretrained(tokenizer_dir)
+    max_length = 24
+    exact = theirs.convert_tokens_to_string(["good"] * (max_length - 2))  # [CLS] + 22 + [SEP]: fits exactly
+    texts = [*read_corpus()[:200], exact, "good " * 40, "zzqx \u00e9t\u00e9 \u2603 ok"]
+    ours = TextTokenizer(tokenizer_dir / "tokenizer.json", max_length=max_length, pad_id=0)(texts)
+    expected = theirs(texts, padding=True, truncation=True, max_length=max_length)
+    assert ours.input_ids.tolist() == expected["input_ids"]
+    assert ours.attention_mask.tolist() == expected["attention_mask"]
+    whole = theirs(texts, truncation=False)["input_ids"]
+    assert ours.truncated.tolist() == [len(ids) > max_length for ids in whole]
+    assert ours.truncated[-2] and not ours.truncated[-3] and ours.lengths[-3] == max_length  # over it; exactly at it
+    assert ours.lengths.tolist() == [sum(mask) for mask in expected["attention_mask"]]
+    unknown = [sum(i == theirs.unk_token_id for i in ids) for ids in expected["input_ids"]]
+    assert ours.unknown.tolist() == unknown and ours.unknown.any()
 
 
 def test_pad_and_stack_right_pads_every_request_to_the_longest() -> None:
@@ -115,9 +138,7 @@ def test_label_names_pick_the_most_probable_label_as_bytes() -> None:
 
 
 def test_bucket_padding_pads_the_batch_to_the_smallest_bucket_that_fits(tokenizer_dir: Path) -> None:
-    tokenizer = TextTokenizer(
-        tokenizer_dir / "tokenizer.json", max_length=32, pad_id=0, pad_token="[PAD]", buckets=(8, 16)
-    )
+    tokenizer = TextTokenizer(tokenizer_dir / "tokenizer.json", max_length=32, pad_id=0, buckets=(8, 16))
     short = tokenizer(["good", "a great movie"])
     assert short.input_ids.shape == (2, 8) and short.attention_mask[0].tolist() == [1, 1, 1, 0, 0, 0, 0, 0]
     assert tokenizer(["good " * 10]).input_ids.shape == (1, 16)

@@ -29,7 +29,7 @@ def _names(source: Path, call: str) -> set[str]:
 def _configs() -> dict[str, dict[str, object]]:
     config = RepositoryConfig(target=Target.cpu)
     return {
-        "tokenizer.py": pbtxt.tokenizer_config(config, 512, 0, "[PAD]"),
+        "tokenizer.py": pbtxt.tokenizer_config(config, 512, 0),
         "onnx_classifier.py": pbtxt.classifier_config(config, 2, 0, vocab_size=30522, max_length=512),
         "postprocess.py": pbtxt.postprocess_config(config, ["NEGATIVE", "POSITIVE"]),
     }

@@ -21,7 +21,7 @@ LABELS = ("NEGATIVE", "POSITIVE")
 def _configs(target: Target) -> dict[str, dict]:
     config = RepositoryConfig(target=target)
     return {
-        "tokenizer": pbtxt.tokenizer_config(config, max_length=512, pad_id=0, pad_token="[PAD]"),
+        "tokenizer": pbtxt.tokenizer_config(config, max_length=512, pad_id=0),
         "classifier": pbtxt.classifier_config(config, num_labels=2, pad_id=0, vocab_size=30522, max_length=512),
         "postprocess": pbtxt.postprocess_config(config, LABELS),
         "distilbert": pbtxt.ensemble_config(config, num_labels=2),

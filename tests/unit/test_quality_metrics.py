@@ -70,7 +70,7 @@ def test_every_series_exists_at_zero_before_any_traffic_and_unchanged_ones_cost_
 
 
 def test_tokenizer_counts_unknown_tokens_truncation_and_lengths(tokenizer_dir: Path) -> None:
-    tokenizer = TextTokenizer(tokenizer_dir / "tokenizer.json", max_length=16, pad_id=0, pad_token="[PAD]")
+    tokenizer = TextTokenizer(tokenizer_dir / "tokenizer.json", max_length=16, pad_id=0)
     recorded = Recorded()
     metrics = QualityMetrics(recorded.factory)
     counts = InputCounts(metrics, length_buckets(16, ()), tokenizer.special_tokens)
@@ -157,7 +157,7 @@ def test_only_the_probes_parameter_key_marks_a_probe(parameters: str, probe: boo
 
 
 def test_probe_texts_are_left_out_and_nonfinite_rows_counted_apart(tokenizer_dir: Path) -> None:
-    tokenizer = TextTokenizer(tokenizer_dir / "tokenizer.json", max_length=16, pad_id=0, pad_token="[PAD]")
+    tokenizer = TextTokenizer(tokenizer_dir / "tokenizer.json", max_length=16, pad_id=0)
     recorded = Recorded()
     metrics = QualityMetrics(recorded.factory)
     inputs = InputCounts(metrics, length_buckets(16, ()), tokenizer.special_tokens)
