@@ -9,9 +9,11 @@ tensors) and gRPC, rounds interleaved:
 - ``ensemble``: REPOSITORY as written (tokenizer → classifier → postprocess, three Python-backend stubs);
 - ``fused``: a prototype (scripts/layouts/fused_model.py) where ``distilbert`` is one Python-backend
   model doing the same three stages in one stub, on the same code (the backends' files copied beside
-  it). Its stub times ONNX Runtime's session on its own thread (``time.thread_time``, one intra-op
-  thread) and writes the model's CPU per text when the server stops: that is subtracted from the
-  stub's CPU to give "outside the model". The figure averages warm-up and the run alike.
+  it). Its stub times each phase of ``execute`` on the executing thread (``time.thread_time``; ONNX
+  Runtime has one intra-op thread, so the model's phase is all of its CPU) and writes the CPU per text
+  of each phase when the server stops: the model's is subtracted from the stub's CPU to give "outside
+  the model", and the phases are printed after the table. Phase figures average warm-up and the run
+  alike.
 - ``bls``: a prototype (scripts/layouts/bls_model.py) of the layout with one Python stage that a GPU
   node would serve: ``distilbert`` is one Python-backend model (two instances) that tokenizes, sends
   its whole batch to the classifier model as one request (BLS) and postprocesses; the classifier
@@ -101,6 +103,7 @@ def main() -> int:
         }
         layouts = {name: writers[name]() for name in chosen}
         rows: list[tuple[str, OverheadRun, float]] = []
+        phases: list[tuple[OverheadRun, dict[str, float]]] = []
         for _ in range(args.rounds):
             for transport in (Transport.http_binary, Transport.grpc):
                 for name, repository in layouts.items():
@@ -108,8 +111,9 @@ def main() -> int:
                     run = measure(repository, transport, tool, args.concurrency, args.seconds, work)
                     outside = run.outside_model_ms
                     if name == "fused":
-                        model = json.loads(report.read_text())
-                        outside -= 1000.0 * model["model_cpu_s"] / model["texts"]
+                        timed = json.loads(report.read_text())
+                        outside -= timed["model"]
+                        phases.append((run, timed))
                     rows.append((name, run, outside))
                     print(f"{name} {transport.value}: " + json.dumps({k: round(v, 3) for k, v in run.cpu_ms.items()}))
     print(f"\nCPU ms per request, perf_analyzer c={args.concurrency}, {args.seconds:g} s per run")
@@ -122,6 +126,19 @@ def main() -> int:
             f"{name:<9} {run.transport.value:<12} {run.requests_per_s:>6.0f} {server:>7.3f} {stubs:>7.3f}"
             f" {model:>7.3f} {outside:>8.3f}"
         )
+    if phases:
+        names = ("read", "tokenize", "count", "model", "postprocess", "respond")
+        print("\nfused: CPU ms per request of the stub, by phase of execute (its thread); 'rest' = the stub's")
+        print("CPU outside execute and on its other threads (the Python backend's IPC, the metrics thread)")
+        print(f"{'protocol':<12} {'server':>7} {'stub':>7} " + " ".join(f"{n:>11}" for n in names) + f" {'rest':>7}")
+        for run, timed in phases:
+            stub = run.cpu_ms.get(ENSEMBLE, 0.0)
+            rest = stub - sum(timed.values())
+            print(
+                f"{run.transport.value:<12} {run.cpu_ms.get('tritonserver', 0.0):>7.3f} {stub:>7.3f} "
+                + " ".join(f"{timed.get(n, 0.0):>11.3f}" for n in names)
+                + f" {rest:>7.3f}"
+            )
     return 0
 
 

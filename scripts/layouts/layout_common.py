@@ -3,6 +3,9 @@ that tokenizes the texts of its batch, gets their logits from ``self.logits`` (e
 way) and postprocesses, on the backends' own code. Copied beside them by scripts/bench_serving_layouts.py."""
 
 import json
+import os
+import time
+from collections import defaultdict
 from pathlib import Path
 
 import distil_quality_metrics as quality_metrics
@@ -16,15 +19,20 @@ MAX_TEXT_BYTES = 16384
 
 class OneStage:
     def initialize(self, args):
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"  # as the shipped tokenizer: one thread per batch
         self.version = Path(args["model_repository"]) / args["model_version"]
-        self.tokenizer = dtok.TextTokenizer(
-            self.version / "tokenizer.json", max_length=512, pad_id=0, pad_token="[PAD]", buckets=()
-        )
+        self.tokenizer = dtok.TextTokenizer(self.version / "tokenizer.json", max_length=512, pad_id=0)
         self.labels = json.loads((self.version / "labels.json").read_text())
         self.metrics = quality_metrics.QualityMetrics()
         self.inputs = dtok.InputCounts(self.metrics, dtok.length_buckets(512, ()), self.tokenizer.special_tokens)
         self.predictions = dpost.PredictionCounts(self.metrics, self.labels)
         self.metrics.start()
+        self.phases = defaultdict(float)  # phase -> CPU seconds of the executing thread
+        self.texts = 0
+
+    def report(self):
+        """CPU ms per text of each phase of ``execute`` (warm-up included), for $FUSED_REPORT."""
+        return {phase: 1000.0 * seconds / max(self.texts, 1) for phase, seconds in self.phases.items()}
 
     def finalize(self):
         self.metrics.close()
@@ -33,6 +41,16 @@ class OneStage:
         raise NotImplementedError
 
     def execute(self, requests):
+        clock = time.thread_time
+        mark = clock()
+        phases = self.phases
+
+        def lap(phase):
+            nonlocal mark
+            now = clock()
+            phases[phase] += now - mark
+            mark = now
+
         responses = [None] * len(requests)
         texts, cut, spans = [], [], []
         for index, request in enumerate(requests):
@@ -47,19 +65,26 @@ class OneStage:
             spans.append((index, len(texts), len(texts) + len(decoded.texts)))
             texts.extend(decoded.texts)
             cut.extend(decoded.cut)
+        lap("read")
         if not texts:
             return responses
+        self.texts += len(texts)
         batch = self.tokenizer(texts)
         truncated = batch.truncated | np.array(cut, dtype=np.bool_)
+        lap("tokenize")
         self.inputs.count(batch, truncated)
+        lap("count")
         try:
             logits = self.logits(batch)
         except RuntimeError as exc:
             error = pb_utils.TritonError(str(exc))
             return [response or pb_utils.InferenceResponse(error=error) for response in responses]
+        lap("model")
         probabilities = dpost.softmax(logits)
         labels = dpost.label_names(probabilities, self.labels)
+        lap("postprocess")
         self.predictions.count(probabilities)
+        lap("count")
         flags = truncated.reshape(-1, 1)
         for index, start, stop in spans:
             responses[index] = pb_utils.InferenceResponse(
@@ -70,4 +95,5 @@ class OneStage:
                     pb_utils.Tensor("TRUNCATED", flags[start:stop]),
                 ]
             )
+        lap("respond")
         return responses
