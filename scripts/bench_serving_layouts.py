@@ -1,10 +1,11 @@
 """Where the served path's CPU outside the model goes: the shipped ensemble beside two layouts it could take.
 
-    .venv/bin/python scripts/bench_serving_layouts.py REPOSITORY [--rounds 2] [--seconds 10] [--layouts fused,floor]
+    .venv/bin/python scripts/bench_serving_layouts.py REPOSITORY... [--rounds 2] [--seconds 10] [--layouts fused,floor]
 
-REPOSITORY is a CPU repository written by ``distil build-engines``. Up to four repositories are served in
-turn, each driven by perf_analyzer at saturation (``distil overhead``'s measurement), HTTP (binary
-tensors) and gRPC, rounds interleaved:
+Each REPOSITORY is a CPU repository written by ``distil build-engines`` (several: before and after a
+change to its backends, which the prototypes copy). Up to four layouts of each are served in turn, each
+driven by perf_analyzer at saturation (``distil overhead``'s measurement), HTTP (binary tensors) and
+gRPC, rounds interleaved:
 
 - ``ensemble``: REPOSITORY as written (tokenizer → classifier → postprocess, three Python-backend stubs);
 - ``fused``: a prototype (scripts/layouts/fused_model.py) where ``distilbert`` is one Python-backend
@@ -34,6 +35,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from distil.errors import LoadTestError
 from distil.loadtest.bench.overhead import OverheadRun, measure
 from distil.loadtest.drive.perf_analyzer import require_perf_analyzer
 from distil.loadtest.drive.protocol import Transport
@@ -78,9 +80,24 @@ def single_model(repository: Path, out: Path, model_py: Path, keep: tuple[str, .
 LAYOUT_NAMES = ("ensemble", "fused", "bls", "floor")
 
 
+PHASES = ("read", "tokenize", "count", "model", "postprocess", "respond")  # the one-stub stage's (layout_common.py)
+
+
+def _row(name: str, width: int, run: OverheadRun, outside: float, phases: dict[str, float] | None = None) -> str:
+    server = run.cpu_ms.get("tritonserver", 0.0)
+    stubs = sum(ms for role, ms in run.cpu_ms.items() if role not in ("tritonserver", "client"))
+    line = (
+        f"{name:<{width}} {run.transport.value:<12} {run.requests_per_s:>6.0f} {server:>7.3f} {stubs:>7.3f}"
+        f" {server + stubs - outside:>7.3f} {outside:>8.3f}"
+    )
+    if phases:
+        line += "  phases: " + " ".join(f"{n} {phases.get(n, 0.0):.3f}" for n in PHASES)
+    return line
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("repository", type=Path)
+    parser.add_argument("repositories", type=Path, nargs="+")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=32)
@@ -90,55 +107,64 @@ def main() -> int:
     unknown = sorted(set(chosen) - set(LAYOUT_NAMES))
     if unknown or not chosen:
         parser.error(f"--layouts takes names among {list(LAYOUT_NAMES)}; unknown or none: {unknown or args.layouts!r}")
+    if len({source.name for source in args.repositories}) < len(args.repositories):
+        parser.error("the repositories are told apart by their folder names; give folders with different names.")
     tool = require_perf_analyzer()
     with tempfile.TemporaryDirectory(prefix="distil-layouts-") as scratch:
         work = Path(scratch)
         report = work / "fused-report.json"
         os.environ["FUSED_REPORT"] = str(report)  # the server's stubs inherit it
         writers = {
-            "ensemble": lambda: args.repository,
-            "fused": lambda: single_model(args.repository, work / "fused", LAYOUTS / "fused_model.py"),
-            "bls": lambda: single_model(args.repository, work / "bls", LAYOUTS / "bls_model.py", (CLASSIFIER,), 2),
-            "floor": lambda: single_model(args.repository, work / "floor", LAYOUTS / "echo_model.py"),
+            "ensemble": lambda source, out: source,
+            "fused": lambda source, out: single_model(source, out, LAYOUTS / "fused_model.py"),
+            "bls": lambda source, out: single_model(source, out, LAYOUTS / "bls_model.py", (CLASSIFIER,), 2),
+            "floor": lambda source, out: single_model(source, out, LAYOUTS / "echo_model.py"),
         }
-        layouts = {name: writers[name]() for name in chosen}
-        rows: list[tuple[str, OverheadRun, float]] = []
-        phases: list[tuple[OverheadRun, dict[str, float]]] = []
+        several = len(args.repositories) > 1
+        layouts = {
+            f"{source.name}:{name}" if several else name: writers[name](source, work / f"{index}-{name}")
+            for index, source in enumerate(args.repositories)
+            for name in chosen
+        }
+        rows: list[tuple[str, OverheadRun, float, dict[str, float]]] = []
+        failed: list[str] = []
+        width = max(len(name) for name in layouts)
         for _ in range(args.rounds):
             for transport in (Transport.http_binary, Transport.grpc):
                 for name, repository in layouts.items():
                     report.unlink(missing_ok=True)
-                    run = measure(repository, transport, tool, args.concurrency, args.seconds, work)
-                    outside = run.outside_model_ms
-                    if name == "fused":
-                        timed = json.loads(report.read_text())
-                        outside -= timed["model"]
-                        phases.append((run, timed))
-                    rows.append((name, run, outside))
-                    print(f"{name} {transport.value}: " + json.dumps({k: round(v, 3) for k, v in run.cpu_ms.items()}))
+                    try:
+                        run = measure(repository, transport, tool, args.concurrency, args.seconds, work)
+                    except LoadTestError as exc:  # perf_analyzer 2.51 hangs now and then against a fast server
+                        failed.append(f"{name} {transport.value}: {exc}")
+                        print(f"{name} {transport.value}: FAILED, {exc}", flush=True)
+                        continue
+                    phases = json.loads(report.read_text()) if name.endswith("fused") else {}
+                    outside = run.outside_model_ms - phases.get("model", 0.0)
+                    rows.append((name, run, outside, phases))
+                    print(_row(name, width, run, outside, phases), flush=True)
     print(f"\nCPU ms per request, perf_analyzer c={args.concurrency}, {args.seconds:g} s per run")
-    print(f"{'layout':<9} {'protocol':<12} {'req/s':>6} {'server':>7} {'stubs':>7} {'model':>7} {'outside':>8}")
-    for name, run, outside in rows:
-        server = run.cpu_ms.get("tritonserver", 0.0)
-        stubs = sum(ms for role, ms in run.cpu_ms.items() if role not in ("tritonserver", "client"))
-        model = server + stubs - outside
-        print(
-            f"{name:<9} {run.transport.value:<12} {run.requests_per_s:>6.0f} {server:>7.3f} {stubs:>7.3f}"
-            f" {model:>7.3f} {outside:>8.3f}"
-        )
-    if phases:
-        names = ("read", "tokenize", "count", "model", "postprocess", "respond")
+    print(f"{'layout':<{width}} {'protocol':<12} {'req/s':>6} {'server':>7} {'stubs':>7} {'model':>7} {'outside':>8}")
+    for name, run, outside, _ in rows:
+        print(_row(name, width, run, outside))
+    timed = [(name, run, phases) for name, run, _, phases in rows if phases]
+    if timed:
         print("\nfused: CPU ms per request of the stub, by phase of execute (its thread); 'rest' = the stub's")
         print("CPU outside execute and on its other threads (the Python backend's IPC, the metrics thread)")
-        print(f"{'protocol':<12} {'server':>7} {'stub':>7} " + " ".join(f"{n:>11}" for n in names) + f" {'rest':>7}")
-        for run, timed in phases:
+        print(
+            f"{'layout':<{width}} {'protocol':<12} {'stub':>7} "
+            + " ".join(f"{n:>11}" for n in PHASES)
+            + f" {'rest':>7}"
+        )
+        for name, run, phases in timed:
             stub = run.cpu_ms.get(ENSEMBLE, 0.0)
-            rest = stub - sum(timed.values())
             print(
-                f"{run.transport.value:<12} {run.cpu_ms.get('tritonserver', 0.0):>7.3f} {stub:>7.3f} "
-                + " ".join(f"{timed.get(n, 0.0):>11.3f}" for n in names)
-                + f" {rest:>7.3f}"
+                f"{name:<{width}} {run.transport.value:<12} {stub:>7.3f} "
+                + " ".join(f"{phases.get(n, 0.0):>11.3f}" for n in PHASES)
+                + f" {stub - sum(phases.values()):>7.3f}"
             )
+    for line in failed:
+        print(f"not measured: {line}")
     return 0
 
 

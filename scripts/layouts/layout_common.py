@@ -2,6 +2,7 @@
 that tokenizes the texts of its batch, gets their logits from ``self.logits`` (each prototype its own
 way) and postprocesses, on the backends' own code. Copied beside them by scripts/bench_serving_layouts.py."""
 
+import inspect
 import json
 import os
 import time
@@ -21,7 +22,11 @@ class OneStage:
     def initialize(self, args):
         os.environ["TOKENIZERS_PARALLELISM"] = "false"  # as the shipped tokenizer: one thread per batch
         self.version = Path(args["model_repository"]) / args["model_version"]
-        self.tokenizer = dtok.TextTokenizer(self.version / "tokenizer.json", max_length=512, pad_id=0)
+        # Repositories written before the tokenizer built its own padding (commit cd741ea) take a pad token.
+        older = "pad_token" in inspect.signature(dtok.TextTokenizer).parameters
+        self.tokenizer = dtok.TextTokenizer(
+            self.version / "tokenizer.json", max_length=512, pad_id=0, **({"pad_token": "[PAD]"} if older else {})
+        )
         self.labels = json.loads((self.version / "labels.json").read_text())
         self.metrics = quality_metrics.QualityMetrics()
         self.inputs = dtok.InputCounts(self.metrics, dtok.length_buckets(512, ()), self.tokenizer.special_tokens)
