@@ -1,4 +1,4 @@
-"""Run mypy on the ``distil`` package as it installs, straight from the source folders.
+"""Run mypy on the ``distil`` package as it installs, straight from the source folders, and on scripts/*.py.
 
 The stages live in top-level folders (build/, cli/, ...) that install as ``distil.build``,
 ``distil.cli``, ... via setuptools' package-dir; mypy cannot follow the editable-install import
@@ -32,9 +32,15 @@ def main() -> int:
         else:
             link.symlink_to(ROOT / folder, target_is_directory=True)
     os.environ["MYPYPATH"] = str(tree)
-    stdout, stderr, status = api.run(["--config-file", str(ROOT / "pyproject.toml"), "-p", "distil"] + sys.argv[1:])
-    sys.stdout.write(stdout.replace(f"{tree.relative_to(ROOT)}/", ""))
-    sys.stderr.write(stderr)
+    config = ["--config-file", str(ROOT / "pyproject.toml"), *sys.argv[1:]]
+    # The package, then the benchmark scripts against it (mypy takes a package or files, not both).
+    scripts = [str(path) for path in sorted((ROOT / "scripts").glob("*.py"))]
+    status = 0
+    for target in (["-p", "distil"], scripts):
+        stdout, stderr, code = api.run(config + target)
+        sys.stdout.write(stdout.replace(f"{tree.relative_to(ROOT)}/", ""))
+        sys.stderr.write(stderr)
+        status = status or code
     return status
 
 
