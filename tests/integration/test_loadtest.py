@@ -81,8 +81,9 @@ def test_a_busy_process_beside_the_run_is_reported_as_a_disturbed_step(server: T
     step = json.loads((tmp_path / "run.json").read_text())["steps"][0]
     assert step["host_cores"] == os.cpu_count()
     assert step["host_cpu"] <= step["host_cores"] + 0.05, step
-    # The tritonserver listening on the target port was found, and its tree did the serving.
-    assert step["server_cpu"] > 0.05, step
+    # The tritonserver listening on the target port was found, and its tree did the serving: ~30 requests
+    # in the 3 s step kept it 0.04-0.06 cores busy on the 2-core test machine, against 0.002 at idle.
+    assert step["server_cpu"] > 0.02, step
     # The busy loop keeps most of a core busy that is neither the generator's nor the server's.
     other = step["host_cpu"] - step["client_cpu"] - step["server_cpu"]
     assert other >= 0.6, step
