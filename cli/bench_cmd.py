@@ -214,7 +214,7 @@ def overhead(
     concurrency: int = typer.Option(
         32,
         help="perf_analyzer's concurrency: enough requests in flight to keep the batching server busy (perf_analyzer "
-        "2.51 has hung at 64 and more against a fast server).",
+        "2.51 has hung against a fast server, mostly at 64 and more, now and then at 32).",
     ),
     duration: float = typer.Option(12.0, help="Seconds per run."),
 ) -> None:

@@ -35,9 +35,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from distil.errors import LoadTestError
 from distil.loadtest.bench.overhead import OverheadRun, measure
-from distil.loadtest.drive.perf_analyzer import require_perf_analyzer
+from distil.loadtest.drive.perf_analyzer import PerfAnalyzerOverrunError, require_perf_analyzer
 from distil.loadtest.drive.protocol import Transport
 from distil.model_repository import integrity
 from distil.model_repository.interface import BATCHED_MODELS, CLASSIFIER, ENSEMBLE
@@ -135,7 +134,7 @@ def main() -> int:
                     report.unlink(missing_ok=True)
                     try:
                         run = measure(repository, transport, tool, args.concurrency, args.seconds, work)
-                    except LoadTestError as exc:  # perf_analyzer 2.51 hangs now and then against a fast server
+                    except PerfAnalyzerOverrunError as exc:  # perf_analyzer 2.51 hangs now and then
                         failed.append(f"{name} {transport.value}: {exc}")
                         print(f"{name} {transport.value}: FAILED, {exc}", flush=True)
                         continue

@@ -136,6 +136,10 @@ def command(
     ]
 
 
+class PerfAnalyzerOverrunError(LoadTestError):
+    """perf_analyzer ran far past its duration and was stopped (see :func:`run_bounded`)."""
+
+
 def run_bounded(
     args: list[str], tool: PerfAnalyzer, concurrency: int, duration_s: float, **io: Any
 ) -> subprocess.CompletedProcess[Any]:
@@ -144,9 +148,9 @@ def run_bounded(
     try:
         return subprocess.run(args, env=tool.env(), timeout=limit_s, check=False, **io)
     except subprocess.TimeoutExpired:
-        # Seen with perf_analyzer 2.51 at concurrency 64 and 128 against a server answering ~5,000 req/s
-        # on 2 cores: a measurement window never closed (also perf_analyzer issue #320, at 64 and more).
-        raise LoadTestError(
+        # Seen with perf_analyzer 2.51 at concurrency 32, 64 and 128 against a server answering ~5,000
+        # req/s on 2 cores: a measurement window never closed (also perf_analyzer issue #320, at 64 and more).
+        raise PerfAnalyzerOverrunError(
             f"perf_analyzer did not finish a {duration_s:g} s run at concurrency {concurrency} within "
             f"{limit_s:g} s; try a lower concurrency."
         ) from None
