@@ -90,8 +90,8 @@ def decode_texts(values: np.ndarray, max_bytes: int) -> Texts:
 
 @dataclass(frozen=True)
 class Batch:
-    input_ids: np.ndarray  # int64 [texts, longest]
-    attention_mask: np.ndarray  # int64 [texts, longest]
+    input_ids: np.ndarray  # int64 [texts, longest] (with buckets: [texts, the bucket that holds the longest])
+    attention_mask: np.ndarray  # int64, the same shape
     truncated: np.ndarray  # bool [texts]
     lengths: np.ndarray  # int [texts]: tokens the model reads, special tokens included
     unknown: np.ndarray  # int [texts]: unknown tokens ([UNK]) among them
@@ -115,8 +115,7 @@ class TextTokenizer:
 
     The Rust side only truncates; the padded arrays are built here from one flat run of every text's
     ids (no padded Python list per text), and the texts' offsets are never computed
-    (``encode_batch_fast``): in a served stub that took 22-40% less CPU per text than letting the
-    tokenizer pad and converting its lists (docs/benchmarks.md, "Outside the model, phase by phase").
+    (``encode_batch_fast``); docs/benchmarks.md, "Outside the model, phase by phase", has what it saves.
     """
 
     def __init__(self, tokenizer_file: Path, max_length: int, pad_id: int, buckets: Sequence[int] = ()) -> None:
@@ -143,7 +142,7 @@ class TextTokenizer:
         width = bucket_for(longest, self.buckets) if self.buckets else longest
         attended = np.arange(width) < lengths[:, None]
         ids = np.full((rows, width), self.pad_id, dtype=np.int64)
-        ids[attended] = np.fromiter(chain.from_iterable(e.ids for e in encodings), np.int64, int(lengths.sum()))
+        ids[attended] = np.fromiter(chain.from_iterable(e.ids for e in encodings), np.int64, count=int(lengths.sum()))
         if self.unk_id is None:
             unknown = np.zeros(rows, dtype=np.int64)
         else:

@@ -22,7 +22,7 @@ class OneStage:
     def initialize(self, args):
         os.environ["TOKENIZERS_PARALLELISM"] = "false"  # as the shipped tokenizer: one thread per batch
         self.version = Path(args["model_repository"]) / args["model_version"]
-        # Repositories written before the tokenizer built its own padding (commit 796e101) take a pad token.
+        # Repositories written before the tokenizer built its own padding take a pad token.
         older = "pad_token" in inspect.signature(dtok.TextTokenizer).parameters
         self.tokenizer = dtok.TextTokenizer(
             self.version / "tokenizer.json", max_length=512, pad_id=0, **({"pad_token": "[PAD]"} if older else {})

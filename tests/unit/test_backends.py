@@ -120,6 +120,16 @@ def test_the_load_test_corpus_tokenizes_as_transformers_pads_it_with_truncation_
     assert ours.unknown.tolist() == unknown and ours.unknown.any()
 
 
+def test_unknown_tokens_are_counted_only_where_attended_when_the_pad_id_is_the_unknown_id(tokenizer_dir: Path) -> None:
+    from tokenizers import Tokenizer
+
+    unk_id = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json")).token_to_id("[UNK]")
+    tokenizer = TextTokenizer(tokenizer_dir / "tokenizer.json", max_length=32, pad_id=unk_id)
+    batch = tokenizer(["\u2603 good", "good " * 10])
+    assert (batch.input_ids[0, batch.lengths[0] :] == unk_id).all()  # padded with the unknown id
+    assert batch.unknown.tolist() == [1, 0]
+
+
 def test_pad_and_stack_right_pads_every_request_to_the_longest() -> None:
     stacked = pad_and_stack([np.array([[1, 2]]), np.array([[3, 4, 5], [6, 7, 8]])], pad_value=0)
     assert stacked.tolist() == [[1, 2, 0], [3, 4, 5], [6, 7, 8]]
@@ -141,6 +151,7 @@ def test_bucket_padding_pads_the_batch_to_the_smallest_bucket_that_fits(tokenize
     tokenizer = TextTokenizer(tokenizer_dir / "tokenizer.json", max_length=32, pad_id=0, buckets=(8, 16))
     short = tokenizer(["good", "a great movie"])
     assert short.input_ids.shape == (2, 8) and short.attention_mask[0].tolist() == [1, 1, 1, 0, 0, 0, 0, 0]
+    assert (short.input_ids[short.attention_mask == 0] == 0).all()  # the pad id, wherever the mask is 0
     assert tokenizer(["good " * 10]).input_ids.shape == (1, 16)
     assert tokenizer(["good " * 20]).input_ids.shape == (1, 32)  # past the last bucket: the max length
     assert tokenizer(["good " * 100]).input_ids.shape == (1, 32)
