@@ -136,6 +136,9 @@ def command(
     ]
 
 
+OVERRUN_GRACE_S = 60.0  # beyond 4x its duration, perf_analyzer is taken for hung
+
+
 class PerfAnalyzerOverrunError(LoadTestError):
     """perf_analyzer ran far past its duration and was stopped (see :func:`run_bounded`)."""
 
@@ -144,7 +147,7 @@ def run_bounded(
     args: list[str], tool: PerfAnalyzer, concurrency: int, duration_s: float, **io: Any
 ) -> subprocess.CompletedProcess[Any]:
     """Run perf_analyzer (``args`` from :func:`command`) to its end, or fail once it overruns ``duration_s`` by far."""
-    limit_s = duration_s * 4 + 60
+    limit_s = duration_s * 4 + OVERRUN_GRACE_S
     try:
         return subprocess.run(args, env=tool.env(), timeout=limit_s, check=False, **io)
     except subprocess.TimeoutExpired:
@@ -202,6 +205,10 @@ def read_csv(path: Path, concurrency: int) -> CrossCheckLevel:
     )
 
 
+def _tail(log: Path, lines: int = 15) -> str:
+    return "\n".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+
+
 def cross_check(
     config: LoadTestConfig, work_dir: Path, tool: PerfAnalyzer | None = None
 ) -> tuple[CrossCheckLevel, ...]:
@@ -220,10 +227,13 @@ def cross_check(
             handle.write("$ " + " ".join(_redacted(args, config.admin_key)) + "\n")
             handle.flush()
             before, children = CpuSnapshot.now(), _children_cpu_s()
-            done = run_bounded(args, tool, step[0], step[1], stdout=handle, stderr=subprocess.STDOUT)
+            try:
+                done = run_bounded(args, tool, step[0], step[1], stdout=handle, stderr=subprocess.STDOUT)
+            except PerfAnalyzerOverrunError as exc:
+                raise PerfAnalyzerOverrunError(f"{exc} Its last output ({log}):\n{_tail(log)}") from None
             after = CpuSnapshot.now()
         if done.returncode != 0 or not csv_path.exists():
-            tail = "\n".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-15:])
+            tail = _tail(log)
             hint = (
                 f"\nThe server restricts the model-config API that perf_analyzer reads: set ${access.KEY_ENV} to "
                 "its admin key (`distil serve` takes the key from there too)."
