@@ -35,6 +35,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from distil.loadtest.bench.cpu_time import CLIENT, SERVER
 from distil.loadtest.bench.overhead import OverheadRun, measure
 from distil.loadtest.drive.perf_analyzer import PerfAnalyzerOverrunError, require_perf_analyzer
 from distil.loadtest.drive.protocol import Transport
@@ -83,8 +84,8 @@ PHASES = ("read", "tokenize", "count", "model", "postprocess", "respond")  # the
 
 
 def _row(name: str, width: int, run: OverheadRun, outside: float, phases: dict[str, float] | None = None) -> str:
-    server = run.cpu_ms.get("tritonserver", 0.0)
-    stubs = sum(ms for role, ms in run.cpu_ms.items() if role not in ("tritonserver", "client"))
+    server = run.cpu_ms.get(SERVER, 0.0)
+    stubs = sum(ms for role, ms in run.cpu_ms.items() if role not in (SERVER, CLIENT))
     line = (
         f"{name:<{width}} {run.transport.value:<12} {run.requests_per_s:>6.0f} {server:>7.3f} {stubs:>7.3f}"
         f" {server + stubs - outside:>7.3f} {outside:>8.3f}"
